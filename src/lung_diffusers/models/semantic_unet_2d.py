@@ -1,0 +1,463 @@
+"""``SemanticUNet2DModel``: the Semantic Diffusion Model (SDM) U-Net as a diffusers model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_blocks import AttnDownBlock2D, DownBlock2D, ResnetDownsampleBlock2D
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from .semantic_unet_2d_blocks import SPADEMidBlock2D, SPADEUpBlock2D
+
+# One entry per SPADE resnet of the decoder, in forward order: (scale1, shift1, scale2, shift2).
+SegmentationFeatures = tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], ...]
+
+
+@dataclass
+class SemanticUNet2DOutput(BaseOutput):
+    """
+    Output of :class:`SemanticUNet2DModel`.
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, height, width)`):
+            The predicted noise (the first ``in_channels`` channels) and, for learned-variance models,
+            the variance interpolation values ``v`` in the last ``in_channels`` channels.
+    """
+
+    sample: torch.Tensor
+
+
+class SemanticUNet2DModel(ModelMixin, ConfigMixin):
+    r"""
+    The U-Net of the Semantic Diffusion Model (Wang et al., 2022): the noisy image goes through a plain
+    time-conditioned encoder; the semantic label map enters the middle block and the decoder through SPADE
+    group norms. Weight-compatible with official SDM checkpoints via :func:`lung_diffusers.convert_sdm_checkpoint`.
+
+    The defaults are the thesis' configuration: 256x256 slices, 256 base channels with SDM's channel multipliers
+    for 256 px, attention at 32, 16 and 8 px (downsampling factors 8, 16, 32) with 64 channels per head,
+    2 res blocks per level, resblock up/down sampling, scale-shift time conditioning, learned variance and
+    6 classes (0 background, 1 body, 2 left lung, 3 right lung, 4 trachea, 5 nodule).
+
+    Parameters:
+        sample_size (`int`, defaults to 256): Training image size (height = width).
+        in_channels (`int`, defaults to 1): Image channels (1 for CT, 3 for official RGB checkpoints).
+        out_channels (`int`, defaults to 2): ``in_channels`` (epsilon only) or ``2 * in_channels``
+            (epsilon plus learned-variance values, as SDM's ``learn_sigma``).
+        num_classes (`int`, defaults to 6): Semantic classes, i.e. channels of the one-hot label map
+            (7 for the benign/malignant variant).
+        block_out_channels (`tuple[int]`): Channels of each resolution level (SDM's ``model_channels * channel_mult``).
+        layers_per_block (`int`, defaults to 2): Res blocks per encoder level (the decoder has one more).
+        attention_downsample_factors (`tuple[int]`, defaults to `(8, 16, 32)`): Downsampling factors (powers of 2
+            of an existing level) whose blocks get self-attention; SDM's model-level ``attention_resolutions``.
+        attention_head_dim (`int`, *optional*, defaults to 64): Channels per attention head (SDM's
+            ``num_head_channels``). When `None`, ``num_attention_heads`` fixes the head count instead.
+        num_attention_heads (`int`, *optional*): Heads per attention layer when ``attention_head_dim`` is `None`.
+        num_attention_heads_upsample (`int`, *optional*): Heads in the decoder's attention layers when
+            ``attention_head_dim`` is `None`; defaults to ``num_attention_heads``.
+        downsample_type (`str`, defaults to `"resnet"`): ``"resnet"`` (a res block with average pooling, SDM's
+            ``resblock_updown``) or ``"conv"`` (a strided 3x3 conv).
+        upsample_type (`str`, defaults to `"resnet"`): ``"resnet"`` (a SPADE res block with nearest upsampling)
+            or ``"conv"`` (nearest upsampling then a 3x3 conv).
+        resnet_time_scale_shift (`str`, defaults to `"scale_shift"`): ``"scale_shift"`` (SDM's
+            ``use_scale_shift_norm``) or ``"default"`` (additive time embedding).
+        dropout (`float`, defaults to 0.0): Dropout in the res blocks.
+        norm_num_groups (`int`, defaults to 32): Group-norm groups.
+        norm_eps (`float`, defaults to 1e-5): Group-norm epsilon (guided-diffusion's; diffusers' default is 1e-6).
+        time_embedding_dim (`int`, *optional*): Time-embedding width, defaults to ``4 * block_out_channels[0]``;
+            the sinusoid has a quarter of it (SDM's ``model_channels``).
+        flip_sin_to_cos (`bool`, defaults to `True`): Sinusoid order ``[cos, sin]``, as guided-diffusion.
+        freq_shift (`int`, defaults to 0): Frequency shift of the sinusoid.
+        spade_hidden_channels (`int`, defaults to 128): Hidden width of the SPADE label-map convs.
+        act_fn (`str`, defaults to `"silu"`): Activation.
+
+    Example:
+        ```py
+        >>> import torch
+        >>> from lung_diffusers import SemanticUNet2DModel
+
+        >>> unet = SemanticUNet2DModel(
+        ...     sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
+        ...     attention_downsample_factors=(2,), attention_head_dim=16,
+        ... )
+        >>> noisy = torch.randn(2, 1, 32, 32)
+        >>> labels = torch.randint(0, 6, (2, 32, 32))  # integer label map
+        >>> unet(noisy, 500, labels).sample.shape
+        torch.Size([2, 2, 32, 32])
+
+        >>> # Mask features do not depend on the noisy image or the timestep: compute them once, reuse them.
+        >>> features = unet.encode_segmentation(labels)
+        >>> torch.allclose(unet(noisy, 10, segmentation_features=features).sample, unet(noisy, 10, labels).sample)
+        True
+        ```
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 256,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        num_classes: int = 6,
+        block_out_channels: tuple[int, ...] = (256, 256, 512, 512, 1024, 1024),
+        layers_per_block: int = 2,
+        attention_downsample_factors: tuple[int, ...] = (8, 16, 32),
+        attention_head_dim: int | None = 64,
+        num_attention_heads: int | None = None,
+        num_attention_heads_upsample: int | None = None,
+        downsample_type: str = "resnet",
+        upsample_type: str = "resnet",
+        resnet_time_scale_shift: str = "scale_shift",
+        dropout: float = 0.0,
+        norm_num_groups: int = 32,
+        norm_eps: float = 1e-5,
+        time_embedding_dim: int | None = None,
+        flip_sin_to_cos: bool = True,
+        freq_shift: int = 0,
+        spade_hidden_channels: int = 128,
+        act_fn: str = "silu",
+    ):
+        super().__init__()
+        self._check_config()
+        levels = len(block_out_channels)
+        time_embed_dim = time_embedding_dim or 4 * block_out_channels[0]
+
+        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
+        self.time_proj = Timesteps(time_embed_dim // 4, flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(time_embed_dim // 4, time_embed_dim, act_fn=act_fn)
+
+        common = dict(
+            temb_channels=time_embed_dim,
+            dropout=dropout,
+        )
+        encoder = dict(
+            common,
+            num_layers=layers_per_block,
+            resnet_eps=norm_eps,
+            resnet_time_scale_shift=resnet_time_scale_shift,
+            resnet_act_fn=act_fn,
+            resnet_groups=norm_num_groups,
+        )
+        self.down_blocks = nn.ModuleList()
+        output_channel = block_out_channels[0]
+        for level, channels in enumerate(block_out_channels):
+            input_channel, output_channel = output_channel, channels
+            is_final = level == levels - 1
+            io = dict(in_channels=input_channel, out_channels=output_channel)
+            if 2**level in attention_downsample_factors:
+                block = AttnDownBlock2D(
+                    **io,
+                    **encoder,
+                    attention_head_dim=channels // self._attention_heads(channels, upsample=False),
+                    downsample_type=None if is_final else downsample_type,
+                )
+            elif downsample_type == "resnet":
+                block = ResnetDownsampleBlock2D(**io, **encoder, add_downsample=not is_final)
+            else:
+                block = DownBlock2D(**io, **encoder, add_downsample=not is_final)
+            self.down_blocks.append(block)
+
+        decoder = dict(
+            common,
+            num_classes=num_classes,
+            groups=norm_num_groups,
+            eps=norm_eps,
+            time_embedding_norm=resnet_time_scale_shift,
+            spade_hidden_channels=spade_hidden_channels,
+        )
+        self.mid_block = SPADEMidBlock2D(
+            channels=block_out_channels[-1],
+            attention_heads=self._attention_heads(block_out_channels[-1], upsample=False),
+            **decoder,
+        )
+
+        self.up_blocks = nn.ModuleList()
+        reversed_channels = list(reversed(block_out_channels))
+        output_channel = reversed_channels[0]
+        for i in range(levels):
+            level = levels - 1 - i
+            prev_output_channel, output_channel = output_channel, reversed_channels[i]
+            self.up_blocks.append(
+                SPADEUpBlock2D(
+                    in_channels=reversed_channels[min(i + 1, levels - 1)],
+                    prev_output_channel=prev_output_channel,
+                    out_channels=output_channel,
+                    num_layers=layers_per_block + 1,
+                    attention_heads=(
+                        self._attention_heads(output_channel, upsample=True)
+                        if 2**level in attention_downsample_factors
+                        else None
+                    ),
+                    upsample_type=None if level == 0 else upsample_type,
+                    **decoder,
+                )
+            )
+
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
+        self.conv_act = nn.SiLU()
+        self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
+
+        self._null_features_cache: dict = {}
+
+    # ------------------------------------------------------------------ configuration
+
+    def _check_config(self) -> None:
+        c = self.config
+        levels = len(c.block_out_channels)
+        if levels < 1:
+            raise ValueError("block_out_channels needs at least one level")
+        if c.in_channels < 1 or c.out_channels not in (c.in_channels, 2 * c.in_channels):
+            raise ValueError(
+                f"out_channels must be in_channels (epsilon only) or 2 * in_channels (learned variance); "
+                f"got in_channels={c.in_channels}, out_channels={c.out_channels}"
+            )
+        if c.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2 (background and one structure), got {c.num_classes}")
+        bad = [ch for ch in c.block_out_channels if ch % c.norm_num_groups]
+        if bad:
+            raise ValueError(f"every entry of block_out_channels must be divisible by norm_num_groups={c.norm_num_groups}; got {bad}")
+        valid = {2**level for level in range(levels)}
+        bad = [f for f in c.attention_downsample_factors if f not in valid]
+        if bad:
+            raise ValueError(
+                f"attention_downsample_factors {bad} are not downsampling factors of this U-Net; "
+                f"with {levels} levels they must be among {sorted(valid)}"
+            )
+        for name in ("downsample_type", "upsample_type"):
+            if getattr(c, name) not in ("resnet", "conv"):
+                raise ValueError(f"{name} must be 'resnet' or 'conv', got {getattr(c, name)!r}")
+        if c.resnet_time_scale_shift not in ("scale_shift", "default"):
+            raise ValueError(f"resnet_time_scale_shift must be 'scale_shift' or 'default', got {c.resnet_time_scale_shift!r}")
+        if (c.attention_head_dim is None) == (c.num_attention_heads is None):
+            raise ValueError("set exactly one of attention_head_dim (channels per head) and num_attention_heads")
+
+    def _attention_heads(self, channels: int, upsample: bool) -> int:
+        # SDM's rule: num_head_channels wins; otherwise num_heads (num_heads_upsample in the decoder).
+        c = self.config
+        if c.attention_head_dim is not None:
+            heads, rule = channels // c.attention_head_dim, f"attention_head_dim={c.attention_head_dim}"
+        else:
+            heads = (c.num_attention_heads_upsample if upsample else None) or c.num_attention_heads
+            rule = f"{heads} heads"
+        if heads < 1 or channels % heads or (c.attention_head_dim and channels % c.attention_head_dim):
+            raise ValueError(f"an attention layer with {channels} channels cannot be split by {rule}")
+        return heads
+
+    @property
+    def downsample_factor(self) -> int:
+        """Total downsampling of the U-Net: image height and width must be multiples of it."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
+    def learned_variance(self) -> bool:
+        """Whether the model predicts variance values after the noise (``out_channels == 2 * in_channels``)."""
+        return self.config.out_channels == 2 * self.config.in_channels
+
+    @property
+    def _spade_resnets(self):
+        return [*self.mid_block.spade_resnets, *(r for block in self.up_blocks for r in block.spade_resnets)]
+
+    # ------------------------------------------------------------------ segmentation
+
+    def segmentation_to_one_hot(self, segmentation: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Validate a label map or one-hot map and return a one-hot ``(B, num_classes, H, W)`` tensor.
+
+        Accepts an integer label map ``(B, H, W)`` or ``(B, 1, H, W)`` (integer dtype, or float holding whole
+        numbers), or a one-hot ``(B, num_classes, H, W)`` float map; an all-zero one-hot is the null condition
+        of classifier-free guidance.
+        """
+        k = self.config.num_classes
+        seg = segmentation if torch.is_tensor(segmentation) else torch.as_tensor(np.asarray(segmentation))
+        seg = seg.to(self.device)
+        if seg.ndim == 4 and seg.shape[1] == k:
+            if not seg.is_floating_point():
+                seg = seg.float()
+            if not torch.isfinite(seg).all():
+                raise ValueError("the one-hot segmentation contains NaN or infinite values")
+            return seg.to(self.dtype)
+        if seg.ndim == 4 and seg.shape[1] == 1:
+            seg = seg[:, 0]
+        if seg.ndim != 3:
+            raise ValueError(
+                f"segmentation must be a label map of shape (B, H, W) or (B, 1, H, W), or a one-hot map of shape "
+                f"(B, {k}, H, W); got shape {tuple(seg.shape)}"
+            )
+        if seg.dtype == torch.bool or seg.is_complex():
+            raise TypeError(f"segmentation label maps must hold integer class ids, got dtype {seg.dtype}")
+        if seg.is_floating_point():
+            if not torch.isfinite(seg).all():
+                raise ValueError("the segmentation label map contains NaN or infinite values")
+            if (seg != seg.round()).any():
+                raise ValueError("the segmentation label map has fractional values; labels must be whole class ids")
+        seg = seg.long()
+        if seg.numel() and (seg.min() < 0 or seg.max() >= k):
+            raise ValueError(
+                f"segmentation labels must lie in [0, {k}) for this model (num_classes={k}); "
+                f"got values from {int(seg.min())} to {int(seg.max())}"
+            )
+        return F.one_hot(seg, k).permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.contiguous_format)
+
+    def _encode_one_hot(self, one_hot: torch.Tensor) -> list:
+        height, width = one_hot.shape[-2:]
+        levels = len(self.config.block_out_channels)
+        features = []
+        for resnet in self.mid_block.spade_resnets:
+            features.append(resnet.encode_segmentation(one_hot, (height >> (levels - 1), width >> (levels - 1))))
+        for i, block in enumerate(self.up_blocks):
+            level = levels - 1 - i
+            for resnet in block.spade_resnets:
+                features.append(resnet.encode_segmentation(one_hot, (height >> level, width >> level)))
+        return features
+
+    def _null_features(self, height: int, width: int) -> list:
+        # Weight identity and in-place version counters change whenever the weights do (optimizer step,
+        # load_state_dict, dtype move), so a stale entry is never returned.
+        fingerprint = tuple((p.data_ptr(), p._version) for r in self._spade_resnets for p in r.parameters())
+        key = (height, width, self.device, self.dtype)
+        cached = self._null_features_cache.get(key)
+        if cached is None or cached[0] != fingerprint:
+            null_map = torch.zeros(1, self.config.num_classes, height, width, device=self.device, dtype=self.dtype)
+            if len(self._null_features_cache) >= 8:
+                self._null_features_cache.clear()
+            cached = self._null_features_cache[key] = (fingerprint, self._encode_one_hot(null_map))
+        return cached[1]
+
+    def encode_segmentation(self, segmentation: torch.Tensor | np.ndarray) -> SegmentationFeatures:
+        """Compute the SPADE modulations of every decoder norm for a batch of label maps.
+
+        They depend on neither the noisy sample nor the timestep: pass them as ``segmentation_features`` to
+        :meth:`forward` to skip the label-map convolutions at every sampling step (about a third of the forward
+        cost at the thesis' size). Under ``torch.no_grad`` the all-zero (null) map's features are cached per
+        image size.
+
+        Args:
+            segmentation: label map ``(B, H, W)`` / ``(B, 1, H, W)`` or one-hot ``(B, num_classes, H, W)``.
+
+        Returns:
+            A tuple with one ``(scale1, shift1, scale2, shift2)`` entry per SPADE res block, in forward order.
+        """
+        one_hot = self.segmentation_to_one_hot(segmentation)
+        self._check_spatial_size(one_hot.shape[-2:])
+        batch = one_hot.shape[0]
+        if torch.is_grad_enabled() or batch == 0:
+            return tuple(self._encode_one_hot(one_hot))
+        is_null = ~one_hot.flatten(1).ne(0).any(dim=1)
+        if not is_null.any():
+            return tuple(self._encode_one_hot(one_hot))
+        null = self._null_features(*one_hot.shape[-2:])
+        if is_null.all():
+            return tuple(tuple(t.expand(batch, *t.shape[1:]) for t in entry) for entry in null)
+        conditional = self._encode_one_hot(one_hot[~is_null])
+        merged = []
+        for cond_entry, null_entry in zip(conditional, null):
+            tensors = []
+            for cond_t, null_t in zip(cond_entry, null_entry):
+                t = cond_t.new_empty((batch, *cond_t.shape[1:]))
+                t[~is_null] = cond_t
+                t[is_null] = null_t
+                tensors.append(t)
+            merged.append(tuple(tensors))
+        return tuple(merged)
+
+    def _check_spatial_size(self, size) -> None:
+        height, width = (int(s) for s in size)
+        factor = self.downsample_factor
+        if height % factor or width % factor or height == 0 or width == 0:
+            raise ValueError(
+                f"height and width must be positive multiples of {factor} (this U-Net downsamples {factor}x); "
+                f"got {height}x{width}. Pad or resize the image and label map."
+            )
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        segmentation: torch.Tensor | np.ndarray | None = None,
+        segmentation_features: SegmentationFeatures | None = None,
+        return_dict: bool = True,
+    ) -> SemanticUNet2DOutput | tuple:
+        r"""
+        Args:
+            sample (`torch.Tensor`): Noisy images ``(batch, in_channels, height, width)``.
+            timestep (`torch.Tensor`, `float` or `int`): Diffusion step(s), a scalar or one per image.
+            segmentation: Label map ``(B, H, W)`` / ``(B, 1, H, W)`` or one-hot ``(B, num_classes, H, W)``;
+                an all-zero one-hot is the null condition. Omit it when ``segmentation_features`` is given.
+            segmentation_features: Output of :meth:`encode_segmentation` for the same batch, reused across steps.
+            return_dict (`bool`, defaults to `True`): Return a :class:`SemanticUNet2DOutput` instead of a tuple.
+        """
+        if sample.ndim != 4 or sample.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"sample must have shape (batch, {self.config.in_channels}, height, width), got {tuple(sample.shape)}"
+            )
+        self._check_spatial_size(sample.shape[-2:])
+        batch = sample.shape[0]
+        if segmentation_features is None:
+            if segmentation is None:
+                raise ValueError("pass either `segmentation` or `segmentation_features`")
+            seg_shape = tuple(segmentation.shape)
+            if seg_shape[0] != batch or seg_shape[-2:] != tuple(sample.shape[-2:]):
+                raise ValueError(
+                    f"segmentation of shape {seg_shape} does not match sample of shape {tuple(sample.shape)}: "
+                    "batch size, height and width must agree"
+                )
+            segmentation_features = self.encode_segmentation(segmentation)
+        else:
+            segmentation_features = self._check_features(segmentation_features, sample)
+
+        timesteps = timestep
+        if not torch.is_tensor(timesteps):
+            timesteps = torch.tensor([timesteps], device=sample.device)
+        timesteps = timesteps.reshape(-1).to(sample.device)
+        if timesteps.numel() not in (1, batch):
+            raise ValueError(f"timestep must be a scalar or have one entry per image ({batch}), got {timesteps.numel()}")
+        timesteps = timesteps.expand(batch)
+        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=self.dtype))
+
+        hidden_states = self.conv_in(sample)
+        skips = (hidden_states,)
+        for block in self.down_blocks:
+            hidden_states, res_samples = block(hidden_states=hidden_states, temb=emb)
+            skips += res_samples
+
+        features = iter(segmentation_features)
+        hidden_states = self.mid_block(hidden_states, emb, [next(features) for _ in self.mid_block.spade_resnets])
+        for block in self.up_blocks:
+            num_skips = len(block.resnets)
+            block_skips, skips = skips[-num_skips:], skips[:-num_skips]
+            hidden_states = block(hidden_states, block_skips, emb, [next(features) for _ in block.spade_resnets])
+
+        hidden_states = self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
+        if not return_dict:
+            return (hidden_states,)
+        return SemanticUNet2DOutput(sample=hidden_states)
+
+    def _check_features(self, features: SegmentationFeatures, sample: torch.Tensor) -> SegmentationFeatures:
+        expected = len(self._spade_resnets)
+        if len(features) != expected or any(len(entry) != 4 for entry in features):
+            raise ValueError(
+                f"segmentation_features must come from this model's encode_segmentation "
+                f"({expected} entries of 4 tensors), got {len(features)} entries"
+            )
+        levels = len(self.config.block_out_channels)
+        mid_size = tuple(s >> (levels - 1) for s in sample.shape[-2:])
+        if tuple(features[0][0].shape[-2:]) != mid_size:
+            raise ValueError("segmentation_features were computed for another image size than `sample`")
+        feature_batch = features[0][0].shape[0]
+        if feature_batch == sample.shape[0]:
+            return features
+        if feature_batch == 1:
+            return tuple(tuple(t.expand(sample.shape[0], *t.shape[1:]) for t in entry) for entry in features)
+        raise ValueError(
+            f"segmentation_features have batch size {feature_batch}, sample has {sample.shape[0]}: "
+            "encode the segmentation of the same batch"
+        )
