@@ -1,0 +1,401 @@
+"""``LungSDMPipeline``: synthetic lung CT slices from semantic label maps with a Semantic Diffusion Model."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DDPMParallelScheduler, DDPMScheduler, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from huggingface_hub import create_repo
+
+from ..labels import HU_WINDOW, label_names
+from ..model_card import build_model_card
+from ..models import SemanticUNet2DModel
+from ..synthetic_marker import synthetic_png_text
+
+OUTPUT_TYPES = ("pil", "np", "pt", "hu")
+
+
+@dataclass
+class LungSDMPipelineOutput(BaseOutput):
+    """
+    Output of :class:`LungSDMPipeline`.
+
+    Args:
+        images: ``output_type="pil"``: a list of PIL images (mode ``L``, or ``RGB`` for 3-channel models);
+            ``"np"``: float32 ``(B, H, W, C)`` in [0, 1]; ``"pt"``: a tensor ``(B, C, H, W)`` in [0, 1];
+            ``"hu"``: float32 ``(B, H, W)`` in Hounsfield units.
+        synthetic (`bool`): Always `True`: these are generated images, not scans of patients.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    synthetic: bool = True
+
+
+def scheduler_uses_learned_variance(scheduler) -> bool:
+    """Whether ``scheduler.step`` reads the learned-variance channels after epsilon.
+
+    Only the DDPM schedulers do (they split the output by the sample's channel count). The others either
+    ignore them or, like DPMSolverMultistep with ``variance_type`` set, slice ``[:, :3]`` assuming RGB,
+    which is wrong for 1-channel CT; they must get the epsilon half alone.
+    """
+    return isinstance(scheduler, (DDPMScheduler, DDPMParallelScheduler)) and scheduler.config.variance_type in (
+        "learned",
+        "learned_range",
+    )
+
+
+class LungSDMPipeline(DiffusionPipeline):
+    r"""
+    Pipeline for lung CT slices conditioned on a semantic label map (0 background, 1 body, 2 left lung,
+    3 right lung, 4 trachea, 5 nodule; or 5 benign / 6 malignant nodule for 7-class models).
+
+    Classifier-free guidance uses the all-zero map as the null condition and acts on the noise prediction
+    only; learned-variance channels come from the conditional pass. The label map's SPADE features are
+    computed once per call and reused at every step. Any diffusers noise scheduler can be swapped in with
+    ``pipe.scheduler = X.from_config(pipe.scheduler.config)``.
+
+    Every output is synthetic: the output's ``synthetic`` flag is `True`, PIL images carry a ``synthetic``
+    entry in ``image.info``, and :func:`~lung_diffusers.save_synthetic_png` /
+    :func:`~lung_diffusers.save_synthetic_nifti` write the mark into the files.
+
+    Parameters:
+        unet ([`SemanticUNet2DModel`]): The semantic U-Net.
+        scheduler ([`SchedulerMixin`]): A noise scheduler, e.g. [`DDPMScheduler`] (``variance_type="learned_range"``
+            for learned-variance models), [`DDIMScheduler`] or [`DPMSolverMultistepScheduler`].
+        hu_window (`tuple[float, float]`, defaults to `(-1000, 400)`): The HU window the model was trained on;
+            image value 0 is its lower and 1 its upper bound. Used for ``output_type="hu"``.
+
+    Example:
+        ```py
+        >>> import numpy as np
+        >>> from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+        >>> from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel, save_synthetic_png
+
+        >>> # A small random model: its output is noise until it is trained.
+        >>> unet = SemanticUNet2DModel(sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
+        ...                            attention_downsample_factors=(2,), attention_head_dim=16)
+        >>> pipe = LungSDMPipeline(unet=unet, scheduler=DDPMScheduler(variance_type="learned_range"))
+        >>> pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+
+        >>> mask = np.zeros((32, 32), dtype=np.uint8)
+        >>> mask[4:28, 4:28] = 1          # body
+        >>> mask[8:24, 6:15] = 3          # right lung (image left)
+        >>> mask[8:24, 17:26] = 2         # left lung
+        >>> mask[14:17, 19:22] = 5        # nodule
+        >>> out = pipe(mask, num_inference_steps=20, guidance_scale=1.5)
+        >>> out.synthetic, out.images[0].size
+        (True, (32, 32))
+        >>> path = save_synthetic_png(out.images[0], "synthetic_slice.png")
+        ```
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, unet: SemanticUNet2DModel, scheduler, hu_window: tuple[float, float] | list[float] = HU_WINDOW):
+        super().__init__()
+        low, high = (float(v) for v in hu_window)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"hu_window must be two finite values (low, high) with low < high, got {hu_window}")
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(hu_window=[low, high])
+
+    # ------------------------------------------------------------------ inputs
+
+    def prepare_segmentation(self, segmentation) -> torch.Tensor:
+        """Label map(s) -> an integer-valued tensor ``(B, H, W)``; shape and type checked, values checked later."""
+        if isinstance(segmentation, (list, tuple)):
+            if not segmentation:
+                raise ValueError("segmentation is an empty list")
+            maps = [self.prepare_segmentation(item) for item in segmentation]
+            if any(m.shape[0] != 1 for m in maps):
+                raise ValueError("a list of label maps must hold one (H, W) map per image")
+            if len({tuple(m.shape) for m in maps}) != 1:
+                raise ValueError(f"label maps in a list must share one size, got {sorted({tuple(m.shape[1:]) for m in maps})}")
+            return torch.cat(maps)
+        if isinstance(segmentation, PIL.Image.Image):
+            if segmentation.mode not in ("L", "P", "I", "I;16"):
+                raise ValueError(
+                    f"a PIL label map must be single-channel (mode L, P or I), got mode {segmentation.mode}. "
+                    "RGB masks are rejected because colours are not labels: save masks with "
+                    "PIL.Image.fromarray(labels.astype(np.uint8))."
+                )
+            segmentation = np.array(segmentation)
+        if isinstance(segmentation, np.ndarray):
+            if segmentation.dtype.kind not in "iuf":
+                raise TypeError(f"label maps must hold integer class ids, got numpy dtype {segmentation.dtype}")
+            # torch has no uint16/uint32 arithmetic on every build; the values are small labels anyway.
+            segmentation = torch.from_numpy(segmentation.astype(np.float64 if segmentation.dtype.kind == "f" else np.int64))
+        if not torch.is_tensor(segmentation):
+            raise TypeError(
+                "segmentation must be a numpy array, a torch tensor, a PIL image (mode L, P or I) or a list of them, "
+                f"got {type(segmentation).__name__}"
+            )
+        if segmentation.dtype == torch.bool or segmentation.is_complex():
+            raise TypeError(f"label maps must hold integer class ids, got dtype {segmentation.dtype}")
+        if segmentation.ndim == 2:
+            segmentation = segmentation[None]
+        elif segmentation.ndim == 4 and segmentation.shape[1] == 1:
+            segmentation = segmentation[:, 0]
+        if segmentation.ndim != 3:
+            raise ValueError(
+                f"a label map must have shape (H, W), (B, H, W) or (B, 1, H, W), got {tuple(segmentation.shape)}"
+            )
+        return segmentation
+
+    def check_inputs(
+        self,
+        segmentation: torch.Tensor,
+        num_inference_steps: int,
+        guidance_scale: float,
+        output_type: str,
+        num_images_per_prompt: int,
+        generator,
+        latents: torch.Tensor | None,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> None:
+        height, width = segmentation.shape[-2:]
+        factor = self.unet.downsample_factor
+        if height % factor or width % factor or not height or not width:
+            raise ValueError(
+                f"label map height and width must be positive multiples of {factor} (the U-Net downsamples "
+                f"{factor}x); got {height}x{width}. Pad or resize the map."
+            )
+        train_steps = self.scheduler.config.num_train_timesteps
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
+            raise TypeError(f"num_inference_steps must be an integer, got {num_inference_steps!r}")
+        if not 1 <= num_inference_steps <= train_steps:
+            raise ValueError(f"num_inference_steps must be between 1 and the {train_steps} training steps, got {num_inference_steps}")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.floating, np.integer)):
+            raise TypeError(f"guidance_scale must be a number, got {guidance_scale!r}")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, (int, np.integer)) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be an integer >= 1, got {num_images_per_prompt!r}")
+        batch = segmentation.shape[0] * num_images_per_prompt
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(
+                f"got a list of {len(generator)} generators for {batch} images "
+                f"({segmentation.shape[0]} label maps x {num_images_per_prompt} per map); pass one per image or a single one"
+            )
+        shape = (batch, self.unet.config.in_channels, height, width)
+        if latents is not None and tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape} for this call, got {tuple(latents.shape)}")
+        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} are not among {self._callback_tensor_inputs}")
+        if scheduler_uses_learned_variance(self.scheduler) and not self.unet.learned_variance:
+            raise ValueError(
+                f"the scheduler's variance_type={self.scheduler.config.variance_type!r} needs a learned-variance model, "
+                "but this U-Net predicts epsilon only; use e.g. DDPMScheduler.from_config(pipe.scheduler.config, "
+                "variance_type='fixed_small')"
+            )
+
+    def prepare_latents(self, shape, dtype, device, generator, latents: torch.Tensor | None) -> torch.Tensor:
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            latents = latents.to(device=device, dtype=dtype)
+        return latents * self.scheduler.init_noise_sigma
+
+    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict:
+        accepted = set(inspect.signature(self.scheduler.step).parameters)
+        extra = {}
+        if "generator" in accepted:
+            extra["generator"] = generator
+        if "eta" in accepted:
+            extra["eta"] = eta
+        if "use_clipped_model_output" in accepted:
+            # Matches guided-diffusion's DDIM sampler, which recomputes epsilon from the clipped x0.
+            extra["use_clipped_model_output"] = True
+        return extra
+
+    # ------------------------------------------------------------------ outputs
+
+    def postprocess(self, latents: torch.Tensor, output_type: str):
+        images = (latents / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return images
+        if output_type == "hu":
+            low, high = self.config.hu_window
+            gray = images.float().mean(dim=1)  # 3-channel models: average to grayscale
+            return (low + gray * (high - low)).cpu().numpy().astype(np.float32)
+        array = images.float().permute(0, 2, 3, 1).cpu().numpy()
+        if output_type == "np":
+            return array.astype(np.float32)
+        pil_images = []
+        for image in (array * 255).round().astype(np.uint8):
+            pil = PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+            pil.info.update(synthetic_png_text())
+            pil_images.append(pil)
+        return pil_images
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        segmentation: np.ndarray | torch.Tensor | PIL.Image.Image | list,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        num_images_per_prompt: int = 1,
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+        eta: float = 0.0,
+    ) -> LungSDMPipelineOutput | tuple:
+        r"""
+        Generate synthetic CT slices that follow the given label maps.
+
+        Args:
+            segmentation: Integer label map(s): a numpy array or tensor ``(H, W)``, ``(B, H, W)`` or
+                ``(B, 1, H, W)``, a PIL image of mode ``L``, ``P`` or ``I``, or a list of ``(H, W)`` maps.
+                Values must lie in ``[0, num_classes)``; H and W must be multiples of the U-Net's downsampling.
+            num_inference_steps (`int`, defaults to 50): Denoising steps (at most the training steps).
+                DDPM needs many (SDM used 1000); DPM-Solver++ and UniPC work with about 20.
+            guidance_scale (`float`, defaults to 1.0): Classifier-free guidance weight ``s`` in
+                ``eps = eps_null + s * (eps_cond - eps_null)``. 1.0 disables guidance (one model pass per step);
+                SDM used 1.5 with models fine-tuned with condition dropout.
+            generator (`torch.Generator` or a list of them): One generator, or one per image, for reproducibility.
+            latents (`torch.Tensor`, *optional*): Initial noise ``(B * num_images_per_prompt, C, H, W)``.
+            output_type (`str`, defaults to `"pil"`): ``"pil"``, ``"np"`` (float32 ``(B, H, W, C)`` in [0, 1]),
+                ``"pt"`` (``(B, C, H, W)`` in [0, 1]) or ``"hu"`` (float32 ``(B, H, W)`` in Hounsfield units).
+            num_images_per_prompt (`int`, defaults to 1): Images per label map.
+            return_dict (`bool`, defaults to `True`): Return a [`LungSDMPipelineOutput`] rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*): Called as
+                ``callback_on_step_end(pipe, step, timestep, callback_kwargs)`` after every step; may return a
+                dict replacing tensors named in ``callback_on_step_end_tensor_inputs``.
+            callback_on_step_end_tensor_inputs (`list[str]`): Tensors passed to the callback (``"latents"``).
+            eta (`float`, defaults to 0.0): DDIM's eta (0 is deterministic DDIM); ignored by other schedulers.
+
+        Returns:
+            [`LungSDMPipelineOutput`] (``images``, ``synthetic=True``), or the tuple ``(images, True)``.
+        """
+        labels = self.prepare_segmentation(segmentation)
+        self.check_inputs(
+            labels,
+            num_inference_steps,
+            guidance_scale,
+            output_type,
+            num_images_per_prompt,
+            generator,
+            latents,
+            callback_on_step_end_tensor_inputs,
+        )
+        device, dtype = self._execution_device, self.unet.dtype
+        one_hot = self.unet.segmentation_to_one_hot(labels.to(device))  # checks the label values
+        one_hot = one_hot.repeat_interleave(num_images_per_prompt, dim=0)
+        batch, channels = one_hot.shape[0], self.unet.config.in_channels
+
+        do_guidance = guidance_scale != 1.0
+        if do_guidance:
+            # Conditional and null passes run as one batch; the null map is all zeros.
+            one_hot = torch.cat([one_hot, torch.zeros_like(one_hot)])
+        features = self.unet.encode_segmentation(one_hot)
+
+        latents = self.prepare_latents((batch, channels, *one_hot.shape[-2:]), dtype, device, generator, latents)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        pass_variance = scheduler_uses_learned_variance(self.scheduler)
+
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            model_input = torch.cat([latents] * 2) if do_guidance else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            output = self.unet(model_input, t, segmentation_features=features).sample
+            noise, variance = output[:, :channels], output[:, channels:]
+            if do_guidance:
+                noise_cond, noise_null = noise.chunk(2)
+                noise = noise_null + guidance_scale * (noise_cond - noise_null)
+                variance = variance[:batch]
+            model_output = torch.cat([noise, variance], dim=1) if pass_variance else noise
+            latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs).prev_sample
+
+            if callback_on_step_end is not None:
+                callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                latents = callback_outputs.pop("latents", latents)
+
+        images = self.postprocess(latents, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, True)
+        return LungSDMPipelineOutput(images=images, synthetic=True)
+
+    # ------------------------------------------------------------------ hub
+
+    def model_card(self, repo_id: str = "path/to/pipeline"):
+        """The pipeline's model card (synthetic-data warning, config summary, labels)."""
+        unet = self.unet.config
+        names = label_names(unet.num_classes)
+        return build_model_card(
+            repo_id=repo_id,
+            title=f"{repo_id.rstrip('/').split('/')[-1]}: LungSDMPipeline",
+            summary=(
+                "A Semantic Diffusion Model (SDM) that generates **synthetic** lung CT slices from semantic label "
+                "maps, packaged as a diffusers pipeline by lung-diffusers."
+            ),
+            pipeline_class="LungSDMPipeline",
+            usage=(
+                f"mask = np.zeros(({unet.sample_size}, {unet.sample_size}), dtype=np.uint8)  # labels below\n"
+                "image = pipe(mask, num_inference_steps=50).images[0]\n"
+                'save_synthetic_png(image, "synthetic.png")  # keeps the synthetic mark'
+            ),
+            details=[
+                ("image size", f"{unet.sample_size} x {unet.sample_size}, {unet.in_channels} channel(s)"),
+                ("classes", str(unet.num_classes)),
+                ("learned variance", str(self.unet.learned_variance)),
+                ("U-Net channels", ", ".join(str(c) for c in unet.block_out_channels)),
+                ("parameters", f"{sum(p.numel() for p in self.unet.parameters()) / 1e6:.1f} M"),
+                ("scheduler", type(self.scheduler).__name__),
+                ("HU window", f"[{self.config.hu_window[0]:g}, {self.config.hu_window[1]:g}]"),
+            ],
+            labels=list(enumerate(names)),
+            tags=["semantic-diffusion-model", "image-generation"],
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
+        """Save the pipeline as diffusers does, plus a ``README.md`` model card that says the images are synthetic."""
+        hub_kwargs = {k: kwargs.pop(k) for k in ("commit_message", "private", "create_pr", "token") if k in kwargs}
+        repo_id = kwargs.pop("repo_id", None)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self.model_card(repo_id or os.fspath(save_directory)).save(os.path.join(save_directory, "README.md"))
+        if push_to_hub:
+            self._push_folder(save_directory, repo_id or os.path.basename(os.path.normpath(save_directory)), **hub_kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+    ) -> str:
+        """Upload the pipeline (safetensors weights, configs and the synthetic-data model card) to the Hub."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, safe_serialization=safe_serialization, variant=variant, repo_id=repo_id)
+            return self._push_folder(
+                folder, repo_id, commit_message=commit_message, private=private, token=token, create_pr=create_pr
+            )
+
+    def _push_folder(self, folder, repo_id: str, commit_message=None, private=None, token=None, create_pr=False):
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        return self._upload_folder(
+            folder, repo_id, token=token, commit_message=commit_message or "Upload LungSDMPipeline", create_pr=create_pr
+        )
