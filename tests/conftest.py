@@ -24,3 +24,52 @@ def shared_dir() -> Path:
             f"shared data folder not found at {root}; put it beside the repository or set LUNG_DIFFUSERS_SHARED"
         )
     return root
+
+
+def load_sdm_fixture(name: str):
+    """(state_dict, config, io tensors) of one of the official-SDM numeric references in shared/fixtures."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = shared_root() / "fixtures" / name
+    if not folder.is_dir():
+        pytest.fail(f"fixture {folder} not found; the shared folder must hold fixtures/{name}")
+    config = json.loads((folder / "config.json").read_text())
+    return load_file(folder / "weights.safetensors"), config, load_file(folder / "io.safetensors")
+
+
+@pytest.fixture(scope="session")
+def small_reference():
+    return load_sdm_fixture("sdm_reference_small")
+
+
+@pytest.fixture(scope="session")
+def rgb_reference():
+    return load_sdm_fixture("sdm_reference_rgb")
+
+
+@pytest.fixture(scope="session")
+def tiny_unet(small_reference):
+    """The small official reference converted: a real 1-channel, 6-class, learned-variance SDM (32x32)."""
+    from lung_diffusers import convert_sdm_checkpoint
+
+    state_dict, config, _ = small_reference
+    return convert_sdm_checkpoint(state_dict, config)
+
+
+@pytest.fixture
+def tiny_pipe(tiny_unet):
+    from diffusers import DDPMScheduler
+
+    from lung_diffusers import LungSDMPipeline
+
+    pipe = LungSDMPipeline(unet=tiny_unet, scheduler=DDPMScheduler(variance_type="learned_range"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def reference_labels(small_reference):
+    """Two 32x32 label maps with every class present."""
+    return small_reference[2]["labels"]

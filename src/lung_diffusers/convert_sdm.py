@@ -320,15 +320,18 @@ def convert_sdm_state_dict(
     if unused:
         raise ValueError(f"{len(unused)} checkpoint weights are not used by this config, e.g. {unused[:5]}")
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(converted))
-    if missing:
-        raise ValueError(f"{len(missing)} model weights are missing from the checkpoint, e.g. {missing[:5]}")
     for name, tensor in converted.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
+        if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
             raise ValueError(
                 f"`{name}` has shape {tuple(tensor.shape)} in the checkpoint but {tuple(expected[name].shape)} "
                 "in the model built from the config; check channel_mult, num_channels, num_classes and heads"
             )
+    missing = sorted(set(expected) - set(converted))
+    if missing:
+        raise ValueError(
+            f"{len(missing)} model weights are missing from the checkpoint, e.g. {missing[:5]}; "
+            "does the config match the checkpoint?"
+        )
     return converted
 
 

@@ -1,0 +1,176 @@
+"""SemanticUNet2DModel: configurations, save/load, mask-feature reuse, validation, gradient checkpointing."""
+
+import numpy as np
+import pytest
+import torch
+
+from lung_diffusers import SemanticUNet2DModel
+
+
+def other_config_model(seed=0):
+    """Every option the fixtures do not use: conv resampling, additive time embedding, head counts, 7 classes,
+    3 image channels without learned variance, dropout, a wider time embedding."""
+    torch.manual_seed(seed)
+    return SemanticUNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        num_classes=7,
+        block_out_channels=(32, 64, 96),
+        layers_per_block=2,
+        attention_downsample_factors=(1, 4),
+        attention_head_dim=None,
+        num_attention_heads=2,
+        num_attention_heads_upsample=4,
+        downsample_type="conv",
+        upsample_type="conv",
+        resnet_time_scale_shift="default",
+        dropout=0.1,
+        time_embedding_dim=192,
+        spade_hidden_channels=48,
+    ).eval()
+
+
+def test_other_configuration_round_trips_through_save_and_load(tmp_path):
+    model = other_config_model()
+    assert model.down_blocks[0].attentions[0].heads == 2
+    assert model.up_blocks[0].attentions[0].heads == 4  # decoder uses num_attention_heads_upsample
+    assert model.up_blocks[1].attentions is None
+    sample = torch.randn(2, 3, 16, 24)  # non-square works too
+    labels = torch.randint(0, 7, (2, 16, 24))
+    with torch.no_grad():
+        expected = model(sample, torch.tensor([3, 999]), labels).sample
+    assert expected.shape == (2, 3, 16, 24)
+
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    reloaded = SemanticUNet2DModel.from_pretrained(tmp_path).eval()
+    as_lists = lambda config: {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert as_lists(reloaded.config) == as_lists(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(sample, torch.tensor([3, 999]), labels).sample, expected, rtol=0, atol=0)
+
+
+def test_mask_feature_reuse_equals_recomputing(tiny_unet, reference_labels):
+    sample = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = tiny_unet.encode_segmentation(reference_labels)
+        for t in (999, 500, 3):
+            recomputed = tiny_unet(sample, t, reference_labels).sample
+            reused = tiny_unet(sample, t, segmentation_features=features).sample
+            torch.testing.assert_close(reused, recomputed, rtol=0, atol=0)
+
+
+def test_null_features_are_cached_and_mixed_batches_match(tiny_unet, reference_labels):
+    one_hot = tiny_unet.segmentation_to_one_hot(reference_labels)
+    mixed = torch.cat([one_hot[:1], torch.zeros_like(one_hot[:1]), one_hot[1:]])
+    sample = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        tiny_unet._null_features_cache.clear()
+        cached = tiny_unet(sample, 100, segmentation_features=tiny_unet.encode_segmentation(mixed)).sample
+        assert len(tiny_unet._null_features_cache) == 1
+        # Row by row, without any cache, gives the same numbers.
+        with torch.enable_grad():
+            rows = [tiny_unet(sample[i : i + 1], 100, mixed[i : i + 1]).sample.detach() for i in range(3)]
+    torch.testing.assert_close(cached, torch.cat(rows), rtol=1e-5, atol=1e-5)
+
+
+def test_null_feature_cache_follows_weight_updates(reference_labels):
+    model = SemanticUNet2DModel(sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
+                                attention_downsample_factors=(2,), attention_head_dim=16).eval()
+    null = torch.zeros(1, 6, 32, 32)
+    sample = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        before = model(sample, 10, null).sample
+        model.mid_block.resnets[0].norm1.mlp_beta.bias.add_(1.0)  # what an optimizer step does
+        after = model(sample, 10, null).sample
+        with torch.enable_grad():
+            fresh = model(sample, 10, null).sample.detach()  # the uncached path
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, fresh, rtol=0, atol=0)
+
+
+def test_label_map_forms_are_equivalent(tiny_unet, reference_labels):
+    sample = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        expected = tiny_unet(sample, 7, reference_labels).sample
+        for form in (reference_labels[:, None], reference_labels.float(), reference_labels.numpy().astype(np.uint8),
+                     tiny_unet.segmentation_to_one_hot(reference_labels)):
+            torch.testing.assert_close(tiny_unet(sample, 7, form).sample, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "segmentation, error, message",
+    [
+        (torch.full((1, 32, 32), 6), ValueError, r"\[0, 6\)"),
+        (torch.full((1, 32, 32), -1), ValueError, r"\[0, 6\)"),
+        (torch.full((1, 32, 32), 1.5), ValueError, "fractional"),
+        (torch.full((1, 32, 32), float("nan")), ValueError, "NaN"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.long), ValueError, "shape"),
+        (torch.zeros(32, 32, dtype=torch.long), ValueError, "shape"),
+        (torch.zeros(1, 32, 32, dtype=torch.bool), TypeError, "integer"),
+    ],
+)
+def test_bad_segmentation_is_rejected(tiny_unet, segmentation, error, message):
+    with pytest.raises(error, match=message):
+        tiny_unet(torch.randn(1, 1, 32, 32), 1, segmentation)
+
+
+def test_bad_shapes_are_rejected(tiny_unet, reference_labels):
+    with pytest.raises(ValueError, match="multiples of 4"):
+        tiny_unet(torch.randn(1, 1, 30, 32), 1, torch.zeros(1, 30, 32, dtype=torch.long))
+    with pytest.raises(ValueError, match="does not match"):
+        tiny_unet(torch.randn(1, 1, 32, 32), 1, torch.zeros(1, 16, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match="either"):
+        tiny_unet(torch.randn(1, 1, 32, 32), 1)
+    features = tiny_unet.encode_segmentation(reference_labels)
+    with pytest.raises(ValueError, match="batch size 2"):
+        tiny_unet(torch.randn(3, 1, 32, 32), 1, segmentation_features=features)
+    with pytest.raises(ValueError, match="another image size"):
+        tiny_unet(torch.randn(2, 1, 64, 64), 1, segmentation_features=features)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"out_channels": 3}, "out_channels"),
+        ({"attention_downsample_factors": (3,)}, "attention_downsample_factors"),
+        ({"attention_downsample_factors": (8,)}, "attention_downsample_factors"),
+        ({"block_out_channels": (32, 48)}, "norm_num_groups"),
+        ({"attention_head_dim": 24}, "cannot be split"),
+        ({"num_attention_heads": 2}, "exactly one"),
+        ({"downsample_type": "pool"}, "downsample_type"),
+        ({"num_classes": 1}, "num_classes"),
+    ],
+)
+def test_bad_configs_are_rejected(change, message):
+    config = dict(sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
+                  attention_downsample_factors=(2,), attention_head_dim=16)
+    with pytest.raises(ValueError, match=message):
+        SemanticUNet2DModel(**{**config, **change})
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(reference_labels):
+    torch.manual_seed(0)
+    model = SemanticUNet2DModel(sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
+                                attention_downsample_factors=(2,), attention_head_dim=16)
+    sample = torch.randn(2, 1, 32, 32)
+
+    def gradients():
+        model.zero_grad()
+        model(sample, torch.tensor([5, 600]), reference_labels).sample.square().mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = gradients()
+    model.enable_gradient_checkpointing()
+    assert model.mid_block.gradient_checkpointing and model.up_blocks[0].gradient_checkpointing
+    checkpointed = gradients()
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_uses_pytorch_sdpa(tiny_unet):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    processors = {type(m.processor) for m in tiny_unet.modules() if hasattr(m, "processor")}
+    assert processors == {AttnProcessor2_0}
