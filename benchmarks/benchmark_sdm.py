@@ -4,7 +4,8 @@ Prints, with random weights (timing does not depend on training):
 * forward time at 64x64 (64 base channels) and at the thesis' 256x256 size (256 channels, attention at
   32/16/8 px with 64 channels per head);
 * the per-step speed-up from reusing the mask features (``encode_segmentation`` once, then
-  ``segmentation_features=`` at every step) against recomputing them, at both sizes;
+  ``segmentation_features=`` at every step) against recomputing them, at both sizes, and the memory
+  those features hold per image;
 * sampling time per image at 64x64: 20-step DPM-Solver++ against 1000-step DDPM.
 
     python benchmarks/benchmark_sdm.py [--threads 2] [--skip-seed-size] [--json results.json]
@@ -74,15 +75,18 @@ def benchmark_model(name: str, config: dict, repeats: int) -> dict:
         features = unet.encode_segmentation(labels)
         recompute = timed(lambda: unet(sample, 500, labels), repeats)
         reuse = timed(lambda: unet(sample, 500, segmentation_features=features), repeats)
+    feature_bytes = sum(t.numel() * t.element_size() for entry in features for t in entry)
     result = {
         "parameters_millions": sum(p.numel() for p in unet.parameters()) / 1e6,
+        "mask_features_mib_per_image": feature_bytes / 2**20,
         "forward_s": recompute,
         "forward_reusing_mask_features_s": reuse,
         "mask_feature_reuse_speedup": recompute / reuse,
     }
     print(
         f"{name:38s} {result['parameters_millions']:8.1f} M params | forward {recompute:8.3f} s | "
-        f"reusing mask features {reuse:8.3f} s | speed-up x{recompute / reuse:.2f}",
+        f"reusing mask features {reuse:8.3f} s | speed-up x{recompute / reuse:.2f} | "
+        f"features {feature_bytes / 2**20:.0f} MiB per image",
         flush=True,
     )
     return result

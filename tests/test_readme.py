@@ -2,18 +2,19 @@
 
 import re
 import shlex
-
-from conftest import REPO_ROOT, shared_root
+from pathlib import Path
 
 from lung_diffusers.convert_sdm import main as convert_main
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
 
 def readme_blocks(language):
-    return re.findall(rf"```{language}\n(.*?)```", (REPO_ROOT / "README.md").read_text(), flags=re.S)
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_quick_start_runs(tmp_path, monkeypatch, capsys):
-    (tmp_path / "shared").symlink_to(shared_root())
+def test_quick_start_runs(tmp_path, monkeypatch, capsys, shared_dir):
+    (tmp_path / "shared").symlink_to(shared_dir)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
