@@ -1,0 +1,125 @@
+"""A contact sheet: a few CT slices of a prepared dataset above their colour-coded masks.
+
+Colours follow the thesis' Figure 3.2 (black background, blue body, orange left lung, green right
+lung, cyan trachea), with nodules in red (benign yellow, malignant red in malignancy maps).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+
+from lung_diffusers.data.atomic_files import write_bytes_atomically
+from lung_diffusers.data.masks import MASK_CLASSES
+
+# RGB per class value 0-6.
+MASK_COLORS_RGB = np.array(
+    [
+        [0, 0, 0],  # background
+        [40, 70, 220],  # body
+        [255, 150, 0],  # left lung
+        [40, 190, 60],  # right lung
+        [0, 230, 230],  # trachea
+        [230, 30, 30],  # nodule (benign nodule in malignancy maps)
+        [230, 30, 30],  # malignant nodule
+    ],
+    np.uint8,
+)
+
+
+def mask_to_rgb(mask: np.ndarray, malignancy: bool = False) -> np.ndarray:
+    """Colour a label map (values 0-6) for display; ``malignancy=True`` shows benign nodules (5) in yellow."""
+    colors = MASK_COLORS_RGB.copy()
+    if malignancy:
+        colors[5] = [250, 220, 0]
+    if mask.max(initial=0) >= len(colors):
+        raise ValueError(f"mask values must be 0-{len(colors) - 1}, found {mask.max()}")
+    return colors[mask]
+
+
+def contact_sheet(
+    nodule_examples: list[tuple[np.ndarray, np.ndarray]],
+    healthy_examples: list[tuple[np.ndarray, np.ndarray]],
+    tile_size: int = 160,
+) -> np.ndarray:
+    """Arrange (image, mask) pairs: nodule CTs, their masks, healthy CTs, their masks, then a legend.
+
+    Returns:
+        uint8 RGB ``[height, width, 3]``.
+    """
+    columns = max(len(nodule_examples), len(healthy_examples), 1)
+    blank = np.zeros((tile_size, tile_size, 3), np.uint8)
+
+    def tile(array: np.ndarray) -> np.ndarray:
+        interpolation = cv2.INTER_NEAREST if array.ndim == 3 else cv2.INTER_AREA
+        resized = cv2.resize(array, (tile_size, tile_size), interpolation=interpolation)
+        return resized if resized.ndim == 3 else np.repeat(resized[..., None], 3, axis=2)
+
+    bands = []
+    for examples in (nodule_examples, healthy_examples):
+        if not examples:
+            continue
+        images = [tile(image) for image, _ in examples] + [blank] * (columns - len(examples))
+        masks = [tile(mask_to_rgb(mask)) for _, mask in examples] + [blank] * (columns - len(examples))
+        bands += [np.concatenate(images, axis=1), np.concatenate(masks, axis=1)]
+    bands.append(_legend(columns * tile_size))
+    return np.concatenate(bands, axis=0)
+
+
+def write_contact_sheet(dataset_dir: str | Path, path: str | Path, examples_per_config: int = 4) -> Path | None:
+    """Write a contact sheet PNG of a prepared dataset folder (atomically); None if it has no rows.
+
+    Nodule examples are the first row of the first shards; healthy examples are the middle row of
+    shards spread evenly over the dataset, so the sheet reads only a few shards.
+    """
+    dataset_dir = Path(dataset_dir)
+    picked = {}
+    for config in ("nodule", "healthy"):
+        shards = sorted((dataset_dir / "data" / config).glob("*.parquet"))
+        if config == "healthy":
+            shards = [
+                shards[i] for i in np.linspace(0, len(shards) - 1, min(examples_per_config, len(shards))).astype(int)
+            ]
+        examples = []
+        for shard in shards:
+            table = pq.read_table(shard, columns=["image", "mask"]).to_pylist()
+            for row in table[: examples_per_config - len(examples)] if config == "nodule" else [table[len(table) // 2]]:
+                examples.append((_decode(row["image"]["bytes"]), _decode(row["mask"]["bytes"])))
+            if len(examples) >= examples_per_config:
+                break
+        picked[config] = examples
+    if not picked["nodule"] and not picked["healthy"]:
+        return None
+    sheet = contact_sheet(picked["nodule"], picked["healthy"])
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise RuntimeError("PNG encoding of the contact sheet failed")
+    write_bytes_atomically(path, encoded.tobytes())
+    return Path(path)
+
+
+def _decode(png: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def _legend(width: int, height: int = 24) -> np.ndarray:
+    legend = np.zeros((height, width, 3), np.uint8)
+    names = MASK_CLASSES
+    step = width // len(names)
+    for value, name in enumerate(names):
+        x = value * step + 4
+        cv2.rectangle(legend, (x, 6), (x + 11, 17), MASK_COLORS_RGB[value].tolist() if value else [90, 90, 90], -1)
+        cv2.putText(
+            legend,
+            name.replace("_", " "),
+            (x + 15, 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.38,
+            (230, 230, 230),
+            1,
+            cv2.LINE_AA,
+        )
+    return legend
