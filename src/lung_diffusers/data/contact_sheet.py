@@ -72,25 +72,14 @@ def contact_sheet(
 def write_contact_sheet(dataset_dir: str | Path, path: str | Path, examples_per_config: int = 4) -> Path | None:
     """Write a contact sheet PNG of a prepared dataset folder (atomically); None if it has no rows.
 
-    Nodule examples are the first row of the first shards; healthy examples are the middle row of
-    shards spread evenly over the dataset, so the sheet reads only a few shards.
+    Examples come from shards spread evenly over each config, a few rows spread evenly within
+    each, so the sheet reads only a handful of shards however large the dataset.
     """
     dataset_dir = Path(dataset_dir)
-    picked = {}
-    for config in ("nodule", "healthy"):
-        shards = sorted((dataset_dir / "data" / config).glob("*.parquet"))
-        if config == "healthy":
-            shards = [
-                shards[i] for i in np.linspace(0, len(shards) - 1, min(examples_per_config, len(shards))).astype(int)
-            ]
-        examples = []
-        for shard in shards:
-            table = pq.read_table(shard, columns=["image", "mask"]).to_pylist()
-            for row in table[: examples_per_config - len(examples)] if config == "nodule" else [table[len(table) // 2]]:
-                examples.append((_decode(row["image"]["bytes"]), _decode(row["mask"]["bytes"])))
-            if len(examples) >= examples_per_config:
-                break
-        picked[config] = examples
+    picked = {
+        config: _pick_examples(sorted((dataset_dir / "data" / config).glob("*.parquet")), examples_per_config)
+        for config in ("nodule", "healthy")
+    }
     if not picked["nodule"] and not picked["healthy"]:
         return None
     sheet = contact_sheet(picked["nodule"], picked["healthy"])
@@ -99,6 +88,22 @@ def write_contact_sheet(dataset_dir: str | Path, path: str | Path, examples_per_
         raise RuntimeError("PNG encoding of the contact sheet failed")
     write_bytes_atomically(path, encoded.tobytes())
     return Path(path)
+
+
+def _pick_examples(shards: list[Path], count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    chosen = [shards[i] for i in _spread(len(shards), min(count, len(shards)))]
+    examples = []
+    for position, shard in enumerate(chosen):
+        rows = pq.read_table(shard, columns=["image", "mask"]).to_pylist()
+        wanted = -(-(count - len(examples)) // (len(chosen) - position))  # share of what is still missing, rounded up
+        for index in _spread(len(rows), min(wanted, len(rows))):
+            examples.append((_decode(rows[index]["image"]["bytes"]), _decode(rows[index]["mask"]["bytes"])))
+    return examples
+
+
+def _spread(length: int, count: int) -> np.ndarray:
+    """``count`` indices into ``range(length)``, evenly spaced and centred (one index: the middle)."""
+    return ((np.arange(count) + 0.5) * length / max(count, 1)).astype(int)
 
 
 def _decode(png: bytes) -> np.ndarray:
