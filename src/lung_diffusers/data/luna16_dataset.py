@@ -64,7 +64,6 @@ from lung_diffusers.data.slice_selection import (
 )
 from lung_diffusers.data.splits import check_split_fractions, patient_split
 
-CONFIGS = ("healthy", "nodule")
 SETTINGS_FILE = "prepare_settings.json"
 SERIES_RECORDS = "series"
 CONTACT_SHEET = "contact_sheet.png"
@@ -77,7 +76,8 @@ _COMMON_FEATURES = {
     "patient_id": datasets.Value("string"),
     "slice_index": datasets.Value("int32"),
     "slice_z_mm": datasets.Value("float32"),
-    "pixel_spacing_mm": datasets.List(datasets.Value("float32"), length=2),
+    # Sequence and [...] (rather than datasets.List) keep datasets 3.x, which pyproject allows, working.
+    "pixel_spacing_mm": datasets.Sequence(datasets.Value("float32"), length=2),
     "slice_spacing_mm": datasets.Value("float32"),
 }
 HEALTHY_FEATURES = datasets.Features(_COMMON_FEATURES)
@@ -85,7 +85,7 @@ NODULE_FEATURES = datasets.Features(
     {
         **_COMMON_FEATURES,
         "malignancy_mask": datasets.Image(),
-        "nodules": datasets.List(
+        "nodules": [
             {
                 "center_x_mm": datasets.Value("float32"),
                 "center_y_mm": datasets.Value("float32"),
@@ -97,7 +97,7 @@ NODULE_FEATURES = datasets.Features(
                 "average_malignancy": datasets.Value("float32"),
                 "malignancy_reads": datasets.Value("int32"),
             }
-        ),
+        ],
     }
 )
 

@@ -10,16 +10,20 @@ structures from the HU values alone:
    connected, within its slice, to the edge of the image is outside the patient and dropped.
 2. The remaining air is labelled in 3-D. The lungs and airways form the largest component
    (often with the other lung as the second); bowel and stomach gas are far smaller and dropped.
-3. The trachea is found in the most superior slices as a small (0.5-6 cm^2) air region near the
-   midline and followed downward, slice by slice, through the carina into both main bronchi.
-   Tracking stops where a branch's area jumps (the bronchus has opened into lung parenchyma).
+3. The trachea is found in the upper third of the lungs and airways as a 0.5-6 cm^2 air region
+   within 4 cm of the midline, then followed downward slice by slice in its lumen (below -700 HU,
+   so a thin wall partial-volumed with air still separates it from the lung) through the carina
+   and 25 mm into both main bronchi. A branch stops where its area jumps (it has opened into
+   lung); above the carina, a few slices where the wall cannot be seen are bridged.
 4. The rest is lung. If the two lungs touch (anterior or posterior junction line), they are
-   separated by eroding in-plane until two large cores appear and growing the cores back.
-   The lung whose centroid lies further toward +x (the patient's left, LPS) is the left lung.
+   separated by eroding in-plane until two large cores appear and growing the cores back
+   (watershed). The lung whose centroid lies further toward +x (the patient's left, LPS) is the
+   left lung.
 
-Steps 1-4 run on an in-plane subsampled grid (about 2-2.5 mm pixels) for speed; the labels are
-then transferred to full resolution slice by slice, where the exact boundary comes from the
-full-resolution air mask.
+Steps 1, 2 and 4 run on an in-plane grid of about 2-2.5 mm pixels, where a pixel is air only if
+its whole block is; the trachea is tracked at full resolution because its wall is thinner than
+that. Labels are transferred to full resolution slice by slice, where the exact boundary comes
+from the full-resolution air mask.
 """
 
 from __future__ import annotations

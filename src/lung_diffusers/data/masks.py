@@ -2,15 +2,13 @@
 
 Classes (pixel values of the stored mask PNGs):
 
-====  =================  ============================================================
- 0    background         outside the patient
- 1    body               the patient's body: lung window > 127, holes filled, largest region
- 2    left lung          the patient's left lung (image right in the stored orientation)
- 3    right lung         the patient's right lung
- 4    trachea            trachea and main bronchi
- 5    nodule             LUNA16 reference nodule (5 = benign, 6 = malignant in the
- 6    malignant nodule   malignancy-aware map of Listing 3)
-====  =================  ============================================================
+- 0 background: outside the patient
+- 1 body: lung window > 127, holes filled, largest region
+- 2 left lung: the patient's left lung (the image's right half in the stored orientation)
+- 3 right lung: the patient's right lung
+- 4 trachea: trachea and main bronchi
+- 5 nodule: a LUNA16 reference nodule. In the malignancy-aware map of Listing 3, 5 is a benign
+  nodule and 6 a malignant one.
 
 Where structures overlap, the higher class wins, as in the thesis' ``argmax`` over the stacked
 ``class * mask`` images.
