@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lung_diffusers.data.ct_io import read_ct_volume, read_label_volume, window_hu
+from lung_diffusers.data.ct_io import read_ct_volume, read_label_volume, unwindow_hu, window_hu
 
 
 def test_window_hu_maps_the_lung_window_linearly_and_clips():
@@ -18,6 +18,15 @@ def test_window_hu_maps_the_lung_window_linearly_and_clips():
 def test_window_hu_rejects_an_empty_window():
     with pytest.raises(ValueError, match="upper > lower"):
         window_hu(np.zeros(3), (400, -1000))
+    with pytest.raises(ValueError, match="upper > lower"):
+        unwindow_hu(np.zeros(3), (400, -1000))
+
+
+def test_unwindow_hu_inverts_window_hu_within_half_a_grey_level():
+    hu = np.arange(-1000, 401)
+    assert np.abs(unwindow_hu(window_hu(hu)) - hu).max() <= 1400 / 255 / 2 + 1e-3
+    assert unwindow_hu(np.array([0, 255], np.uint8)).tolist() == [-1000.0, 400.0]
+    assert unwindow_hu(window_hu(np.array([-3024, 3071]))).tolist() == [-1000.0, 400.0]  # clipped values
 
 
 def test_luna16_volume_reads_with_the_documented_geometry_and_values(lidc_mini, sample_series):
@@ -34,6 +43,31 @@ def test_luna16_volume_reads_with_the_documented_geometry_and_values(lidc_mini, 
     assert (column, row, slice_index) == pytest.approx((316.03, 367.00, 89.65), abs=0.01)
     assert volume.hu[90, 367, 316] == 91
     assert volume.slice_z_mm(90) == pytest.approx(-115.0)
+    assert volume.voxel_to_world((316.03, 367.00, 89.65)) == pytest.approx((56.2084, 86.3434, -115.8676), abs=0.01)
+
+
+def test_a_dicom_series_reads_like_the_luna16_volume(lidc_mini, sample_series):
+    # The DICOM sample is slices 86-93 of LIDC-IDRI-0001, files not in slice order.
+    series = read_ct_volume(lidc_mini / "dicom-sample")
+    volume = read_ct_volume(lidc_mini / "subset0" / f"{sample_series['LIDC-IDRI-0001']}.mhd")
+    assert series.series_uid == sample_series["LIDC-IDRI-0001"]
+    assert series.origin_mm == pytest.approx((-166.0, -171.699997, -125.0))
+    assert series.spacing_mm == pytest.approx(volume.spacing_mm)
+    assert np.array_equal(series.hu, volume.hu[86:94])
+    with pytest.raises(ValueError, match="not in"):
+        read_ct_volume(lidc_mini / "dicom-sample", series_uid="1.2.3")
+
+
+def test_a_folder_without_dicom_files_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no DICOM series in"):
+        read_ct_volume(tmp_path)
+
+
+def test_nifti_volumes_are_read_too(tmp_path):
+    image = sitk.GetImageFromArray(np.full((3, 4, 5), -500, np.int16))
+    sitk.WriteImage(image, str(tmp_path / "scan-7.nii.gz"))
+    volume = read_ct_volume(tmp_path / "scan-7.nii.gz")
+    assert volume.series_uid == "scan-7" and volume.hu.shape == (3, 4, 5) and np.all(volume.hu == -500)
 
 
 def _write_flipped_volume(path):
@@ -71,4 +105,9 @@ def test_missing_volume_and_missing_data_file_are_reported_with_the_path(tmp_pat
     header_only = tmp_path / f"{sample_series['LIDC-IDRI-0001']}.mhd"
     shutil.copy(lidc_mini / "subset0" / header_only.name, header_only)
     with pytest.raises(ValueError, match=r"could not read volume .*\.mhd.*\.zraw data file"):
+        read_ct_volume(header_only)
+    # A truncated (corrupt) data file.
+    data_file = lidc_mini / "subset0" / header_only.with_suffix(".zraw").name
+    header_only.with_suffix(".zraw").write_bytes(data_file.read_bytes()[:100_000])
+    with pytest.raises(ValueError, match=r"could not read volume .*\.mhd"):
         read_ct_volume(header_only)

@@ -44,6 +44,10 @@ class CTVolume:
         """Continuous voxel index (x=column, y=row, z=slice) of world points (x, y, z) in mm."""
         return (np.asarray(xyz_mm, dtype=float) - self.origin_mm) / self.spacing_mm
 
+    def voxel_to_world(self, xyz_index: np.ndarray) -> np.ndarray:
+        """World points (x, y, z) in mm of continuous voxel indices (x=column, y=row, z=slice)."""
+        return np.asarray(xyz_index, dtype=float) * self.spacing_mm + self.origin_mm
+
     def slice_z_mm(self, slice_index: int | np.ndarray) -> float | np.ndarray:
         """World z in mm of the centre of slice ``slice_index``."""
         return self.origin_mm[2] + np.asarray(slice_index) * self.spacing_mm[2]
@@ -69,18 +73,25 @@ class LabelVolume:
     spacing_mm: tuple[float, float, float]
 
 
-def read_ct_volume(path: str | Path) -> CTVolume:
-    """Read a CT volume (MetaImage ``.mhd``, NIfTI, NRRD: anything SimpleITK reads) in HU.
+def read_ct_volume(path: str | Path, series_uid: str | None = None) -> CTVolume:
+    """Read a CT volume in HU: a file SimpleITK reads (``.mhd`` + ``.raw``/``.zraw``, NIfTI, NRRD)
+    or a folder holding a DICOM series.
 
     The volume is reoriented to LPS if its direction matrix is not the identity, so array rows,
-    columns and slices always follow LPS y, x and z.
+    columns and slices always follow LPS y, x and z. DICOM slices are sorted by position and
+    rescaled to HU (RescaleSlope, RescaleIntercept) by SimpleITK/GDCM.
+
+    Args:
+        path: the volume file, or a folder of DICOM files.
+        series_uid: which series to read when a DICOM folder holds several.
 
     Raises:
-        FileNotFoundError: the file is missing.
-        ValueError: the file (or the data file an ``.mhd`` header names) cannot be read, or it
-            is not a single-channel axial 3-D volume.
+        FileNotFoundError: the path is missing, or a folder holds no DICOM series.
+        ValueError: the file cannot be read (corrupt, or an ``.mhd`` whose data file is missing),
+            a folder holds several series and ``series_uid`` does not pick one, or the volume is
+            not a single-channel axial 3-D image.
     """
-    image, source_index_to_world = _read_lps_image(path)
+    image, source_index_to_world, uid = _read_lps_image(path, series_uid)
     hu = sitk.GetArrayFromImage(image)
     if not np.issubdtype(hu.dtype, np.integer) or hu.min() < -32768 or hu.max() > 32767:
         hu = np.clip(np.rint(hu), -32768, 32767)
@@ -88,7 +99,7 @@ def read_ct_volume(path: str | Path) -> CTVolume:
         hu=hu.astype(np.int16, copy=False),
         origin_mm=tuple(float(v) for v in image.GetOrigin()),
         spacing_mm=tuple(float(v) for v in image.GetSpacing()),
-        series_uid=Path(path).name.removesuffix(".mhd"),
+        series_uid=uid,
         source_index_to_world=source_index_to_world,
     )
 
@@ -100,7 +111,7 @@ def read_label_volume(path: str | Path) -> LabelVolume:
         FileNotFoundError: the file is missing.
         ValueError: it cannot be read or is not a single-channel axial 3-D volume.
     """
-    image, _ = _read_lps_image(path)
+    image, _, _ = _read_lps_image(path)
     return LabelVolume(
         array=sitk.GetArrayFromImage(image),
         origin_mm=tuple(float(v) for v in image.GetOrigin()),
@@ -108,18 +119,22 @@ def read_label_volume(path: str | Path) -> LabelVolume:
     )
 
 
-def _read_lps_image(path: str | Path) -> tuple[sitk.Image, np.ndarray]:
-    """The image reoriented to LPS, and the 3x4 index-to-world affine of the image as stored."""
+def _read_lps_image(path: str | Path, series_uid: str | None = None) -> tuple[sitk.Image, np.ndarray, str]:
+    """The image reoriented to LPS, the 3x4 index-to-world affine of the image as stored, and its UID."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        image, uid = _read_dicom_series(path, series_uid)
+    elif path.is_file():
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise ValueError(
+                f"could not read volume {path}: {_reason(error)}. "
+                "For LUNA16, keep each .mhd next to its complete .raw/.zraw data file."
+            ) from error
+        uid = _without_image_suffix(path.name)
+    else:
         raise FileNotFoundError(f"volume not found: {path}")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1]
-        raise ValueError(
-            f"could not read volume {path}: {reason}. For LUNA16, keep each .mhd next to its .raw/.zraw data file."
-        ) from error
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"{path} is not a single-channel 3-D volume (got {image.GetDimension()}-D)")
     direction = np.array(image.GetDirection()).reshape(3, 3)
@@ -130,7 +145,37 @@ def _read_lps_image(path: str | Path) -> tuple[sitk.Image, np.ndarray]:
         image = sitk.DICOMOrient(image, "LPS")
         if not np.allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-3):
             raise ValueError(f"{path} is not an axial volume (oblique direction {image.GetDirection()}); not supported")
-    return image, source_index_to_world
+    return image, source_index_to_world, uid
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> tuple[sitk.Image, str]:
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise FileNotFoundError(f"no DICOM series in {folder}")
+    if series_uid is None and len(series_ids) > 1:
+        raise ValueError(f"{folder} holds {len(series_ids)} DICOM series ({', '.join(series_ids)}); pass series_uid")
+    uid = series_uid or series_ids[0]
+    if uid not in series_ids:
+        raise ValueError(f"DICOM series {uid} not in {folder} (found {', '.join(series_ids)})")
+    reader = sitk.ImageSeriesReader()
+    # GDCM sorts the files by slice position along the slice normal, not by file name.
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    try:
+        return reader.Execute(), uid
+    except RuntimeError as error:
+        raise ValueError(f"could not read DICOM series {uid} in {folder}: {_reason(error)}") from error
+
+
+def _reason(error: RuntimeError) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _without_image_suffix(name: str) -> str:
+    for suffix in (".nii.gz", ".mhd", ".mha", ".nii", ".nrrd"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
 
 
 def window_hu(hu: np.ndarray, window_hu: tuple[float, float] = LUNG_WINDOW_HU) -> np.ndarray:
@@ -144,3 +189,18 @@ def window_hu(hu: np.ndarray, window_hu: tuple[float, float] = LUNG_WINDOW_HU) -
         raise ValueError(f"window_hu must be (lower, upper) with upper > lower, got {window_hu}")
     scaled = (np.clip(hu, lower, upper).astype(np.float32) - lower) * (255.0 / (upper - lower))
     return np.rint(scaled).astype(np.uint8)
+
+
+def unwindow_hu(windowed: np.ndarray, window_hu: tuple[float, float] = LUNG_WINDOW_HU) -> np.ndarray:
+    """Map window grey levels (0-255, e.g. a generated image) back to HU, as float32.
+
+    The inverse of :func:`window_hu` within the window: ``lo + value / 255 * (hi - lo)``. Values
+    that were clipped (below ``lo`` or above ``hi``) come back as ``lo`` or ``hi``; within the
+    window a round trip is exact to half a grey level (about 2.7 HU for the lung window).
+    """
+    lower, upper = window_hu
+    if not upper > lower:
+        raise ValueError(f"window_hu must be (lower, upper) with upper > lower, got {window_hu}")
+    return (np.asarray(windowed, np.float32) * np.float32((upper - lower) / 255.0) + np.float32(lower)).astype(
+        np.float32
+    )
