@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lung_diffusers.data.ct_io import read_ct_volume, window_hu
+from lung_diffusers.data.ct_io import CTVolume, read_ct_volume, window_hu
 from lung_diffusers.data.luna16 import read_luna16_annotations
 from lung_diffusers.data.lung_segmentation import (
     AIR_THRESHOLD_HU,
@@ -119,7 +119,11 @@ def test_official_masks_are_read_with_sides_taken_from_position(segmented, label
     labels = labels_0001
     path = tmp_path / f"{volume.series_uid}.mhd"
     _write_official_style_mask(path, volume, labels, left_value, 7 - left_value)
-    official = lung_labels_from_luna16_mask(path, volume)
+    if left_value == 3:
+        official = lung_labels_from_luna16_mask(path, volume)
+    else:
+        with pytest.warns(UserWarning, match="value 4 lies on the patient's left"):
+            official = lung_labels_from_luna16_mask(path, volume)
     assert np.array_equal(official.labels, labels)
     assert np.array_equal(official.slice_labels(90, volume.hu[90], np.ones((512, 512), bool)), labels[90])
 
@@ -131,3 +135,50 @@ def test_an_official_mask_of_another_scan_is_refused(segmented, tmp_path):
     _write_official_style_mask(path, other, np.zeros(other.hu.shape, np.uint8), 3, 4)
     with pytest.raises(ValueError, match=r"other\.mhd.*does not match"):
         lung_labels_from_luna16_mask(path, volume)
+
+
+def test_a_small_official_mask_maps_3_4_5_to_left_right_trachea(tmp_path, recwarn):
+    hu = np.full((2, 8, 10), -900, np.int16)
+    volume = CTVolume(hu, (-5.0, -4.0, 0.0), (1.0, 1.0, 2.0), "tiny", np.eye(3, 4))
+    values = np.zeros(hu.shape, np.uint8)
+    values[:, 2:6, 6:9] = 3  # columns toward LPS +x: the patient's left
+    values[:, 2:6, 1:4] = 4
+    values[1, 0:2, 4:6] = 5
+    image = sitk.GetImageFromArray(values)
+    image.SetOrigin(volume.origin_mm)
+    image.SetSpacing(volume.spacing_mm)
+    sitk.WriteImage(image, str(tmp_path / "tiny.mhd"))
+    labels = lung_labels_from_luna16_mask(tmp_path / "tiny.mhd", volume).labels
+    assert np.array_equal(labels, np.choose(values, [0, 0, 0, LEFT_LUNG, RIGHT_LUNG, TRACHEA]))
+    assert not recwarn.list  # 3 lies on the left, as the thesis reads it: nothing to warn about
+
+
+def test_sanity_the_heart_lies_to_the_patients_left_of_the_spine(segmented):
+    """Not how sides are decided (that is LPS x), only a check that the stored frame is anatomical."""
+    for patient, (volume, lungs) in segmented.items():
+        lung_slices = np.flatnonzero(lungs.lungs.any(axis=(1, 2)))
+        low, high = lung_slices[0], lung_slices[-1]
+        candidates = []
+        for slice_index in range(int(low + 0.3 * (high - low)), int(low + 0.7 * (high - low))):
+            hu = volume.hu[slice_index]
+            body = body_mask(window_hu(hu))
+            labels = lungs.slice_labels(slice_index, hu, body)
+            columns = np.arange(hu.shape[1])
+            both = (labels == RIGHT_LUNG).any(axis=1) & (labels == LEFT_LUNG).any(axis=1)
+            right_edge = np.where(labels == RIGHT_LUNG, columns, -1).max(axis=1)
+            left_edge = np.where(labels == LEFT_LUNG, columns, hu.shape[1]).min(axis=1)
+            mediastinum = (columns > right_edge[:, None]) & (columns < left_edge[:, None]) & both[:, None] & (hu > -100)
+            # The vertebral body: dense bone in the posterior half, near the body's middle column.
+            body_rows, body_columns = np.nonzero(body)
+            bone = body & (hu > 400) & (np.abs(columns - body_columns.mean()) < 60)[None, :]
+            bone[: int(body_rows.mean())] = False
+            if bone.sum() < 30:
+                continue
+            bone_rows, bone_columns = np.nonzero(bone)
+            mediastinum[bone_rows.min() :] = False  # keep what lies in front of the spine
+            if mediastinum.any():
+                offset = np.nonzero(mediastinum)[1].mean() - np.median(bone_columns)
+                candidates.append((mediastinum.sum(), offset))
+        # The heart is the bulk of the mediastinum where it is widest.
+        widest = sorted(candidates)[-5:]
+        assert np.mean([offset for _, offset in widest]) > 0, patient

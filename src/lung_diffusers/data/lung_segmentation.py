@@ -28,6 +28,7 @@ from the full-resolution air mask.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -69,7 +70,10 @@ _TRACHEA_MAX_BRIDGE_MM = 10.0
 _BRONCHUS_LENGTH_MM = 25.0
 # A part of the tracked airway this large is a bronchus (not noise) when counting the carina split.
 _BRONCHUS_MIN_AREA_MM2 = 20.0
-# Official seg-lungs-LUNA16 label values (the thesis' Listing 1 reads 3, 4 and 5).
+# Names of the two lung-label sources, as recorded in every dataset row.
+OFFICIAL_MASK_SOURCE = "seg-lungs-LUNA16"
+HU_SEGMENTATION_SOURCE = "hu-threshold"
+# Official seg-lungs-LUNA16 label values (the thesis' Listing 1 reads 3 as left, 4 right, 5 trachea).
 LUNA16_LUNG_VALUES = (3, 4)
 LUNA16_TRACHEA_VALUE = 5
 
@@ -160,7 +164,8 @@ def lung_labels_from_luna16_mask(mask_path: str | Path, volume: CTVolume) -> Lun
 
     Values 3 and 4 are the two lungs and 5 the trachea (thesis Listing 1). Which of 3 and 4 is the
     patient's left lung is decided from where each lies (the one further toward LPS +x is left),
-    so it does not depend on a labelling convention.
+    so it does not depend on a labelling convention; a warning says when that contradicts the
+    thesis' reading of 3 as the left lung.
 
     Raises:
         FileNotFoundError: no mask file at ``mask_path``.
@@ -180,6 +185,12 @@ def lung_labels_from_luna16_mask(mask_path: str | Path, volume: CTVolume) -> Lun
         counts = (mask.array == value).sum(axis=(0, 1))
         mean_columns.append((counts * columns).sum() / max(counts.sum(), 1))
     left_value, right_value = LUNA16_LUNG_VALUES if mean_columns[0] >= mean_columns[1] else LUNA16_LUNG_VALUES[::-1]
+    if left_value != LUNA16_LUNG_VALUES[0]:
+        warnings.warn(
+            f"{mask_path}: value {left_value} lies on the patient's left (larger LPS x), although the thesis reads "
+            f"{LUNA16_LUNG_VALUES[0]} as the left lung; labelling by position",
+            stacklevel=2,
+        )
     labels[mask.array == left_value] = LEFT_LUNG
     labels[mask.array == right_value] = RIGHT_LUNG
     labels[mask.array == LUNA16_TRACHEA_VALUE] = TRACHEA
