@@ -60,9 +60,11 @@ def run_prepare():
 def prepared_dataset(
     tmp_path_factory: pytest.TempPathFactory, lidc_mini: Path
 ) -> tuple[Path, subprocess.CompletedProcess]:
-    """The sample prepared once per session with default settings, two workers."""
+    """The sample prepared once per session: default settings plus the malignancy config, two workers."""
     output = tmp_path_factory.mktemp("prepared") / "luna16-slices"
-    result = run_prepare_script("--luna16-root", str(lidc_mini), "--output", str(output), "--num-workers", "2")
+    result = run_prepare_script(
+        "--luna16-root", str(lidc_mini), "--output", str(output), "--malignancy", "--num-workers", "2"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return output, result
 

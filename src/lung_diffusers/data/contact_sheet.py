@@ -1,4 +1,4 @@
-"""A contact sheet: a few CT slices of a prepared dataset above their colour-coded masks.
+"""A contact sheet: a few CT slices of a prepared dataset above the same slices with their masks overlaid.
 
 Colours follow the thesis' Figure 3.2 (black background, blue body, orange left lung, green right
 lung, cyan trachea), with nodules in red (benign yellow, malignant red in malignancy maps).
@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from lung_diffusers.data.atomic_files import write_bytes_atomically
-from lung_diffusers.data.masks import MASK_CLASSES
+from lung_diffusers.data.masks import BODY, MASK_CLASSES, NODULE
 
 # RGB per class value 0-6.
 MASK_COLORS_RGB = np.array(
@@ -40,12 +40,28 @@ def mask_to_rgb(mask: np.ndarray, malignancy: bool = False) -> np.ndarray:
     return colors[mask]
 
 
+def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """RGB view of a grey CT slice with its label map blended in.
+
+    Lungs and trachea are tinted and nodules filled in; the body, which covers most of the slice,
+    is shown by its outline only, so the CT stays readable (and the PNG small).
+    """
+    grey = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
+    coloured = mask_to_rgb(mask).astype(np.float32)
+    # Nodules are small: nearly opaque, so they stand out at thumbnail size.
+    alpha = np.where(mask >= NODULE, max(opacity, 0.85), opacity)[..., None]
+    blended = np.where((mask > BODY)[..., None], (1 - alpha) * grey + alpha * coloured, grey)
+    outline = cv2.morphologyEx((mask > 0).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    blended[outline] = MASK_COLORS_RGB[BODY]
+    return np.rint(blended).astype(np.uint8)
+
+
 def contact_sheet(
     nodule_examples: list[tuple[np.ndarray, np.ndarray]],
     healthy_examples: list[tuple[np.ndarray, np.ndarray]],
-    tile_size: int = 160,
+    tile_size: int = 128,
 ) -> np.ndarray:
-    """Arrange (image, mask) pairs: nodule CTs, their masks, healthy CTs, their masks, then a legend.
+    """Arrange (image, mask) pairs: nodule slices, their overlays, healthy slices, their overlays, a legend.
 
     Returns:
         uint8 RGB ``[height, width, 3]``.
@@ -53,18 +69,17 @@ def contact_sheet(
     columns = max(len(nodule_examples), len(healthy_examples), 1)
     blank = np.zeros((tile_size, tile_size, 3), np.uint8)
 
-    def tile(array: np.ndarray) -> np.ndarray:
-        interpolation = cv2.INTER_NEAREST if array.ndim == 3 else cv2.INTER_AREA
-        resized = cv2.resize(array, (tile_size, tile_size), interpolation=interpolation)
-        return resized if resized.ndim == 3 else np.repeat(resized[..., None], 3, axis=2)
+    def tile(rgb: np.ndarray) -> np.ndarray:
+        return cv2.resize(rgb, (tile_size, tile_size), interpolation=cv2.INTER_AREA)
 
     bands = []
     for examples in (nodule_examples, healthy_examples):
         if not examples:
             continue
-        images = [tile(image) for image, _ in examples] + [blank] * (columns - len(examples))
-        masks = [tile(mask_to_rgb(mask)) for _, mask in examples] + [blank] * (columns - len(examples))
-        bands += [np.concatenate(images, axis=1), np.concatenate(masks, axis=1)]
+        padding = [blank] * (columns - len(examples))
+        images = [tile(np.repeat(image[..., None], 3, axis=2)) for image, _ in examples] + padding
+        overlays = [tile(overlay_mask(image, mask)) for image, mask in examples] + padding
+        bands += [np.concatenate(images, axis=1), np.concatenate(overlays, axis=1)]
     bands.append(_legend(columns * tile_size))
     return np.concatenate(bands, axis=0)
 

@@ -38,34 +38,37 @@ _CLASS_MEANINGS = {
     "left_lung": "patient's left lung (right side of the image)",
     "right_lung": "patient's right lung (left side of the image)",
     "trachea": "trachea and main bronchi",
-    "benign_nodule": "`mask`: any LUNA16 reference nodule; `malignancy_mask`: nodule with mean LIDC malignancy < 3",
-    "malignant_nodule": "`malignancy_mask` only: nodule with mean LIDC malignancy >= 3",
+    "benign_nodule": "`nodule` config: any LUNA16 reference nodule; `malignancy` config: mean LIDC rating < 3",
+    "malignant_nodule": "`malignancy` config only: mean LIDC malignancy rating >= 3",
+}
+_CONFIG_MEANINGS = {
+    "healthy": "nodule-free slices through the lungs (default config)",
+    "nodule": "the slice through the centre of each LUNA16 reference nodule",
+    "malignancy": "the nodule slices whose nodules all have a LIDC rating; nodules 5 = benign, 6 = malignant",
 }
 
 
 def dataset_card(records: Sequence[SeriesRecord], settings: PrepareSettings) -> str:
-    """The README.md text: YAML metadata with ``configs`` (``healthy`` default, ``nodule``), then the card."""
-    rows = {config: Counter() for config in ("healthy", "nodule")}
+    """The README.md text: YAML metadata with ``configs`` (``healthy`` the default), then the card."""
+    rows = {config: Counter() for config in settings.configs}
     patients = {split: set() for split in SPLITS}
     for record in records:
-        rows["healthy"][record.split] += record.healthy_rows
-        rows["nodule"][record.split] += record.nodule_rows
         patients[record.split].add(record.patient_id)
+        for config in settings.configs:
+            rows[config][record.split] += record.rows.get(config, 0)
     configs = []
-    for config in ("healthy", "nodule"):
+    for config in settings.configs:
+        # datasets cannot load a declared split without rows, so only splits with rows are listed.
         splits = [split for split in SPLITS if rows[config][split] > 0]
         if splits:
-            entry = {"config_name": config}
-            if config == "healthy":
-                entry["default"] = True
+            entry = {"config_name": config, **({"default": True} if config == "healthy" else {})}
             entry["data_files"] = [{"split": s, "path": f"data/{config}/{s}-*.parquet"} for s in splits]
             configs.append(entry)
-    total_rows = sum(sum(counter.values()) for counter in rows.values())
     metadata = DatasetCardData(
         license=["cc-by-3.0", "cc-by-4.0"],
         pretty_name="LUNA16 lung CT slices with semantic masks",
         task_categories=["image-to-image", "image-segmentation"],
-        size_categories=[_size_category(total_rows)],
+        size_categories=[_size_category(sum(sum(counter.values()) for counter in rows.values()))],
         tags=[
             "medical",
             "computed-tomography",
@@ -77,21 +80,29 @@ def dataset_card(records: Sequence[SeriesRecord], settings: PrepareSettings) -> 
         ],
         configs=configs,
     )
+    header = " | ".join(f"{config} rows" for config in settings.configs)
     stats = "\n".join(
         f"| {split} | {len(patients[split])} | {sum(r.split == split for r in records)} | "
-        f"{rows['healthy'][split]} | {rows['nodule'][split]} |"
+        + " | ".join(str(rows[config][split]) for config in settings.configs)
+        + " |"
         for split in SPLITS
     )
+    config_lines = "\n".join(f"- `{config}`: {_CONFIG_MEANINGS[config]}" for config in settings.configs)
     classes = "\n".join(
         f"| {value} | {name} | {_CLASS_MEANINGS[name]} |" for value, name in enumerate(MALIGNANCY_MASK_CLASSES)
     )
     nodules = sum(r.nodules for r in records)
-    rated = sum(r.nodules_with_malignancy for r in records)
+    unrated = sum(r.unrated_nodules for r in records)
+    malignancy_note = (
+        f" {unrated} of them have no matching LIDC rating; slices showing one are left out of `malignancy`."
+        if settings.malignancy
+        else ""
+    )
     lung_source = (
         "the official LUNA16 `seg-lungs-LUNA16` masks (values 3 and 4 for the lungs, 5 for the trachea), "
         "as in the thesis"
-        if settings.lung_masks == "seg-lungs-LUNA16"
-        else "HU thresholding (-320 HU), 3-D connected components and trachea tracking "
+        if settings.lung_mask_source == "seg-lungs-LUNA16"
+        else "HU thresholding (-320 HU), 3-D connected components, trachea tracking and a left/right split "
         "(`lung_diffusers.data.lung_segmentation`), because the official LUNA16 lung masks were not given"
     )
     low, high = settings.window_hu
@@ -113,29 +124,39 @@ healthy = load_dataset("path/to/this/folder")            # default config: nodul
 nodule = load_dataset("path/to/this/folder", "nodule")   # slices through LUNA16 reference nodules
 ```
 
+![A few slices and their masks](contact_sheet.png)
+
 ## Contents
 
-{len(records)} CT series, {len(set(r.patient_id for r in records))} patients, {nodules} reference nodules
-({rated} with a LIDC malignancy rating). Patients never span two splits.
+{config_lines}
 
-| split | patients | series | healthy rows | nodule rows |
-|---|---|---|---|---|
+{len(records)} CT scans of {len(set(r.patient_id for r in records))} patients, {nodules} reference nodules.{malignancy_note}
+
+Patients never span two splits. A split is listed for a config only when it has rows.
+
+| split | patients | scans | {header} |
+|---|---|---|{"---|" * len(settings.configs)}
 {stats}
+
+For comparison, the thesis reports 1,139 nodule slices, 32,040 healthy slices and a 744 / 144
+scan split for all of LUNA16 (its own figures, made with a slightly different recipe).
 
 ## Columns
 
-| column | config | meaning |
-|---|---|---|
-| `image` | both | CT slice, PNG mode L, {settings.image_size} x {settings.image_size}: HU window [{low:g}, {high:g}] mapped linearly to 0-255 |
-| `mask` | both | class per pixel (table below), PNG mode L, values 0-5 (0-4 in `healthy`) |
-| `malignancy_mask` | nodule | as `mask` but nodules split into 5 = benign / 6 = malignant; null if a nodule in the slice has no rating |
-| `series_uid` | both | DICOM SeriesInstanceUID (the LUNA16 file name) |
-| `patient_id` | both | LIDC-IDRI patient ID (the series UID if the series is not in LIDC-IDRI) |
-| `slice_index` | both | index of the axial slice in the volume, 0 = most inferior |
-| `slice_z_mm` | both | world z of the slice centre (mm, LPS) |
-| `pixel_spacing_mm` | both | (row, column) size of a stored pixel in mm |
-| `slice_spacing_mm` | both | distance between slices of the series (mm) |
-| `nodules` | nodule | per nodule drawn: LUNA16 centre (`center_x_mm`, `center_y_mm`, `center_z_mm`), `diameter_mm`, `drawn_diameter_mm`, position in the stored image (`row`, `column`, pixels), `average_malignancy` (1-5) and `malignancy_reads` |
+| column | meaning |
+|---|---|
+| `image` | CT slice, PNG mode L, {settings.image_size} x {settings.image_size}: HU window [{low:g}, {high:g}] mapped linearly to 0-255 |
+| `mask` | class per pixel (table below), PNG mode L: 0-4 in `healthy`, 0-5 in `nodule`, 0-6 in `malignancy` |
+| `seriesuid` | DICOM SeriesInstanceUID (the LUNA16 file name) |
+| `patient_id` | LIDC-IDRI patient ID (the series UID if unknown) |
+| `slice_index` | index of the axial slice in the scan, 0 = most inferior |
+| `slice_z_mm` | world z of the slice centre (mm, LPS) |
+| `has_nodule` | whether a reference nodule is drawn in the mask |
+| `nodules` | per nodule drawn: LUNA16 centre `center_mm` [x, y, z], `center_px` [row, column] in the stored image, `diameter_mm`, `drawn_diameter_mm` (its disc in this slice), `malignancy` (mean LIDC rating 1-5, or null) |
+| `spacing` | `pixel_mm`: [row, column] size of a stored pixel in mm; `original_mm`: the scan's [x, y, z] voxel size |
+| `hu_window` | the HU window of `image` |
+| `split` | `train` or `test` |
+| `lung_mask_source` | `seg-lungs-LUNA16` (official masks) or `hu-threshold` (segmented from HU) |
 
 | value | class | meaning |
 |---|---|---|
@@ -155,18 +176,18 @@ thesis this project implements:
 - **Body**: lung-window value > 127, holes filled, largest connected region.
 - **Lungs and trachea**: {lung_source}. Left and right are decided from where each lung lies.
 - **Nodules**: each LUNA16 reference nodule (`annotations.csv`: >= 3 mm, accepted by at least
-  3 of 4 LIDC readers) gives the slice through its centre. In that slice a disc of the nodule's
-  diameter, dilated by 5x5 pixels, is thresholded at the mean of two K-means intensity centres.
-  Other reference nodules that cut the same slice are drawn with their cross-section.
+  3 of 4 LIDC readers) gives the slice through its centre, one row per slice. In it, every
+  reference nodule whose sphere crosses the slice gets a disc of its (cross-section) diameter,
+  dilated by 5x5 pixels and thresholded at the mean of two K-means intensity centres.
 - **Malignancy**: mean of the LIDC readers' 1-5 ratings of the reads whose outline centroid is
   within the nodule radius (at least 3 mm) of the LUNA16 centre; < 3 benign, >= 3 malignant.
-- **Healthy slices**: every {settings.healthy_stride}th slice (counted from the most inferior) whose slab
-  meets no finding of `annotations.csv` or `annotations_excluded.csv` (|z - z_finding| >= radius +
-  half the slice spacing; 1.5 mm radius for findings without a diameter) and that shows at least
+- **Healthy slices**: every {settings.healthy_stride}th slice (counted from the most inferior) farther than
+  one radius plus one slice spacing from every nodule of `annotations.csv` and every finding of
+  `annotations_excluded.csv` with a positive diameter, showing at least
   {settings.min_lung_area_mm2:g} mm^2 of lung.
 - **Resizing masks**: each output pixel takes the class covering most of its area.
-- **Splits**: by patient, from a hash of the patient ID (seed {settings.split_seed}); validation
-  {settings.validation_fraction:g}, test {settings.test_fraction:g} of patients on average.
+- **Splits**: by patient, from a hash of the patient ID (seed {settings.seed}), {settings.test_fraction:g} of
+  patients in test on average, at least one patient per split.
 
 ## Licence and citations
 

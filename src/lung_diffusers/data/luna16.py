@@ -3,8 +3,8 @@
 LUNA16 layout (as unpacked from the challenge download)::
 
     <root>/subset0/<seriesuid>.mhd (+ .raw or .zraw)   ... subset9/
-    <root>/annotations.csv                              reference-standard nodules
-    <root>/evaluationScript/annotations/annotations_excluded.csv   (or <root>/annotations_excluded.csv)
+    <root>/annotations.csv                              reference-standard nodules (or CSVFILES/)
+    <root>/evaluationScript/annotations/annotations_excluded.csv   (or <root>/, or CSVFILES/)
     <root>/seg-lungs-LUNA16/<seriesuid>.mhd             official lung masks (optional here)
 
 Annotation rows are ``seriesuid,coordX,coordY,coordZ,diameter_mm`` with world coordinates in mm
@@ -21,10 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
-# Where the LUNA16 download puts annotations_excluded.csv (inside evaluationScript.zip), and
-# where a flat copy is usually kept.
+# Where LUNA16 downloads and common mirrors keep the two CSVs, relative to the LUNA16 folder
+# (annotations_excluded.csv comes inside evaluationScript.zip).
+ANNOTATIONS_CANDIDATES = (Path("annotations.csv"), Path("CSVFILES") / "annotations.csv")
 EXCLUDED_ANNOTATIONS_CANDIDATES = (
     Path("annotations_excluded.csv"),
+    Path("CSVFILES") / "annotations_excluded.csv",
     Path("evaluationScript") / "annotations" / "annotations_excluded.csv",
 )
 
@@ -102,9 +104,18 @@ def read_luna16_annotations(csv_path: str | Path) -> dict[str, list[NoduleAnnota
     return dict(by_series)
 
 
+def find_annotations(luna16_root: str | Path) -> Path | None:
+    """``annotations.csv`` in ``luna16_root`` or ``luna16_root/CSVFILES``, or None."""
+    return _first_file(luna16_root, ANNOTATIONS_CANDIDATES)
+
+
 def find_excluded_annotations(luna16_root: str | Path) -> Path | None:
     """``annotations_excluded.csv`` in one of the places a LUNA16 download keeps it, or None."""
-    for candidate in EXCLUDED_ANNOTATIONS_CANDIDATES:
-        if (Path(luna16_root) / candidate).is_file():
-            return Path(luna16_root) / candidate
+    return _first_file(luna16_root, EXCLUDED_ANNOTATIONS_CANDIDATES)
+
+
+def _first_file(root: str | Path, candidates: tuple[Path, ...]) -> Path | None:
+    for candidate in candidates:
+        if (Path(root) / candidate).is_file():
+            return Path(root) / candidate
     return None

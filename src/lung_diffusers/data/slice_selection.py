@@ -13,15 +13,16 @@ these hold:
 
 1. ``k % healthy_stride == 0`` (``healthy_stride`` = 4 by default, counted from the most
    inferior slice, in slices rather than mm, as in the thesis);
-2. it is nodule free: for every finding ``f`` in ``annotations.csv`` *and*
-   ``annotations_excluded.csv``, ``|z_k - z_f| >= r_f + t / 2``, where ``t`` is the slice spacing
-   and ``r_f`` is half the finding's diameter, or 1.5 mm for excluded findings without a diameter
-   (nodules under 3 mm and non-nodules). So no part of any finding's sphere lies inside the
-   slice's slab. Excluded findings count because they include nodules that fewer than three of
-   the four LIDC readers accepted (e.g. the 23 mm nodule of LIDC-IDRI-0002);
+2. it is nodule free: ``|z_k - z_f| > r_f + t`` for every nodule ``f`` of ``annotations.csv``
+   and every finding of ``annotations_excluded.csv`` with a positive diameter, where ``r_f`` is
+   the finding's radius and ``t`` the slice spacing. So the slice is more than one radius plus
+   one slice away from every nodule of 3 mm or more that any reader marked, including the
+   nodules that fewer than three of the four LIDC readers accepted (e.g. the 23 mm nodule of
+   LIDC-IDRI-0002). Excluded findings without a diameter (-1: nodules under 3 mm and
+   non-nodules) do not count;
 3. it contains lung: the left and right lung labels together cover at least
-   ``min_lung_area_mm2`` (100 mm^2 by default), which drops slices above the apices and below
-   the bases and slices where only a speck of lung is visible.
+   ``min_lung_area_mm2`` (100 mm^2 by default) at full resolution, which drops slices above the
+   apices and below the bases and slices where only a speck of lung is visible.
 
 Rules 1-2 are applied here (:func:`healthy_slice_candidates`); rule 3 needs the lung labels and is
 applied when the slice's mask is built (:func:`lung_area_mm2`).
@@ -39,9 +40,6 @@ from lung_diffusers.data.masks import LEFT_LUNG, RIGHT_LUNG
 
 HEALTHY_STRIDE = 4
 MIN_LUNG_AREA_MM2 = 100.0
-# Assumed radius of excluded findings listed without a diameter: LIDC marks nodules under 3 mm
-# (and non-nodules) with a point only.
-UNKNOWN_FINDING_RADIUS_MM = 1.5
 
 
 @dataclass(frozen=True)
@@ -106,8 +104,9 @@ def healthy_slice_candidates(
     Args:
         num_slices: number of slices in the volume.
         origin_z_mm: world z of slice 0 in mm.
-        spacing_z_mm: slice spacing in mm (taken as the slab thickness).
-        findings: every annotation of the series, reference and excluded.
+        spacing_z_mm: slice spacing in mm.
+        findings: every annotation of the series, reference and excluded (those without a
+            positive diameter are ignored).
         healthy_stride: keep every ``healthy_stride``-th slice, counted from slice 0.
 
     Returns:
@@ -119,8 +118,8 @@ def healthy_slice_candidates(
     slice_z = origin_z_mm + indices * spacing_z_mm
     nodule_free = np.ones(indices.size, bool)
     for finding in findings:
-        radius = finding.radius_mm if finding.diameter_mm > 0 else UNKNOWN_FINDING_RADIUS_MM
-        nodule_free &= np.abs(slice_z - finding.center_mm[2]) >= radius + spacing_z_mm / 2.0
+        if finding.diameter_mm > 0:
+            nodule_free &= np.abs(slice_z - finding.center_mm[2]) > finding.radius_mm + spacing_z_mm
     return indices[nodule_free]
 
 
