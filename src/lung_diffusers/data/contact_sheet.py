@@ -1,0 +1,145 @@
+"""A contact sheet: a few CT slices of a prepared dataset above the same slices with their masks overlaid.
+
+Colours follow the thesis' Figure 3.2 (black background, blue body, orange left lung, green right
+lung, cyan trachea), with nodules in red (benign yellow, malignant red in malignancy maps).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+
+from lung_diffusers.data.atomic_files import write_bytes_atomically
+from lung_diffusers.data.masks import BODY, MASK_CLASSES, NODULE
+
+# RGB per class value 0-6.
+MASK_COLORS_RGB = np.array(
+    [
+        [0, 0, 0],  # background
+        [40, 70, 220],  # body
+        [255, 150, 0],  # left lung
+        [40, 190, 60],  # right lung
+        [0, 230, 230],  # trachea
+        [230, 30, 30],  # nodule (benign nodule in malignancy maps)
+        [230, 30, 30],  # malignant nodule
+    ],
+    np.uint8,
+)
+
+
+def mask_to_rgb(mask: np.ndarray, malignancy: bool = False) -> np.ndarray:
+    """Colour a label map (values 0-6) for display; ``malignancy=True`` shows benign nodules (5) in yellow."""
+    colors = MASK_COLORS_RGB.copy()
+    if malignancy:
+        colors[5] = [250, 220, 0]
+    if mask.max(initial=0) >= len(colors):
+        raise ValueError(f"mask values must be 0-{len(colors) - 1}, found {mask.max()}")
+    return colors[mask]
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """RGB view of a grey CT slice with its label map blended in.
+
+    Lungs and trachea are tinted and nodules filled in; the body, which covers most of the slice,
+    is shown by its outline only, so the CT stays readable (and the PNG small).
+    """
+    grey = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
+    coloured = mask_to_rgb(mask).astype(np.float32)
+    # Nodules are small: nearly opaque, so they stand out at thumbnail size.
+    alpha = np.where(mask >= NODULE, max(opacity, 0.85), opacity)[..., None]
+    blended = np.where((mask > BODY)[..., None], (1 - alpha) * grey + alpha * coloured, grey)
+    outline = cv2.morphologyEx((mask > 0).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    blended[outline] = MASK_COLORS_RGB[BODY]
+    return np.rint(blended).astype(np.uint8)
+
+
+def contact_sheet(
+    nodule_examples: list[tuple[np.ndarray, np.ndarray]],
+    healthy_examples: list[tuple[np.ndarray, np.ndarray]],
+    tile_size: int = 128,
+) -> np.ndarray:
+    """Arrange (image, mask) pairs: nodule slices, their overlays, healthy slices, their overlays, a legend.
+
+    Returns:
+        uint8 RGB ``[height, width, 3]``.
+    """
+    columns = max(len(nodule_examples), len(healthy_examples), 1)
+    blank = np.zeros((tile_size, tile_size, 3), np.uint8)
+
+    def tile(rgb: np.ndarray) -> np.ndarray:
+        return cv2.resize(rgb, (tile_size, tile_size), interpolation=cv2.INTER_AREA)
+
+    bands = []
+    for examples in (nodule_examples, healthy_examples):
+        if not examples:
+            continue
+        padding = [blank] * (columns - len(examples))
+        images = [tile(np.repeat(image[..., None], 3, axis=2)) for image, _ in examples] + padding
+        overlays = [tile(overlay_mask(image, mask)) for image, mask in examples] + padding
+        bands += [np.concatenate(images, axis=1), np.concatenate(overlays, axis=1)]
+    bands.append(_legend(columns * tile_size))
+    return np.concatenate(bands, axis=0)
+
+
+def write_contact_sheet(dataset_dir: str | Path, path: str | Path, examples_per_config: int = 4) -> Path | None:
+    """Write a contact sheet PNG of a prepared dataset folder (atomically); None if it has no rows.
+
+    Examples come from shards spread evenly over each config, a few rows spread evenly within
+    each, so the sheet reads only a handful of shards however large the dataset.
+    """
+    dataset_dir = Path(dataset_dir)
+    picked = {
+        config: _pick_examples(sorted((dataset_dir / "data" / config).glob("*.parquet")), examples_per_config)
+        for config in ("nodule", "healthy")
+    }
+    if not picked["nodule"] and not picked["healthy"]:
+        return None
+    sheet = contact_sheet(picked["nodule"], picked["healthy"])
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise RuntimeError("PNG encoding of the contact sheet failed")
+    write_bytes_atomically(path, encoded.tobytes())
+    return Path(path)
+
+
+def _pick_examples(shards: list[Path], count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    chosen = [shards[i] for i in _spread(len(shards), min(count, len(shards)))]
+    examples = []
+    for position, shard in enumerate(chosen):
+        rows = pq.read_table(shard, columns=["image", "mask"]).to_pylist()
+        wanted = -(-(count - len(examples)) // (len(chosen) - position))  # share of what is still missing, rounded up
+        for index in _spread(len(rows), min(wanted, len(rows))):
+            examples.append((_decode(rows[index]["image"]["bytes"]), _decode(rows[index]["mask"]["bytes"])))
+    return examples
+
+
+def _spread(length: int, count: int) -> np.ndarray:
+    """``count`` indices into ``range(length)``, evenly spaced and centred (one index: the middle)."""
+    return ((np.arange(count) + 0.5) * length / max(count, 1)).astype(int)
+
+
+def _decode(png: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def _legend(width: int, height: int = 24) -> np.ndarray:
+    legend = np.zeros((height, width, 3), np.uint8)
+    names = MASK_CLASSES
+    step = width // len(names)
+    for value, name in enumerate(names):
+        x = value * step + 4
+        cv2.rectangle(legend, (x, 6), (x + 11, 17), MASK_COLORS_RGB[value].tolist() if value else [90, 90, 90], -1)
+        cv2.putText(
+            legend,
+            name.replace("_", " "),
+            (x + 15, 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.38,
+            (230, 230, 230),
+            1,
+            cv2.LINE_AA,
+        )
+    return legend
