@@ -1,16 +1,23 @@
 """Atomic file and folder writes: a reader sees either the old output or the complete new one, never a part.
 
 Everything is staged beside the destination (same file system), then moved into place with ``os.replace``.
+Staged names start with a dot and contain ``.tmp``, so dataset globs such as ``train-*.parquet`` never
+match them, and :func:`remove_stale_temporary_files` can clean up after a killed job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+# ".<name>.<random>.tmp<original suffixes>", as made by atomic_file.
+_STAGED_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp(\.[^.]+)*$")
 
 
 def _current_umask() -> int:
@@ -70,3 +77,22 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def remove_stale_temporary_files(folder: str | os.PathLike) -> int:
+    """Delete the staged files a killed job left under ``folder`` (see :func:`atomic_file`); returns how many."""
+    stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file() and _STAGED_NAME.match(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

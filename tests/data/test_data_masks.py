@@ -4,12 +4,11 @@ import pytest
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
+from lung_diffusers.labels import LABEL_NAMES, MALIGNANCY_LABEL_NAMES
 from lung_diffusers.data.contact_sheet import MASK_COLORS_RGB, contact_sheet, mask_to_rgb
 from lung_diffusers.data.masks import (
     BODY,
     LEFT_LUNG,
-    MALIGNANCY_MASK_CLASSES,
-    MASK_CLASSES,
     NODULE,
     RIGHT_LUNG,
     TRACHEA,
@@ -33,8 +32,8 @@ def _chest_phantom() -> np.ndarray:
 
 
 def test_class_values_match_the_thesis_listings():
-    assert MASK_CLASSES == ("background", "body", "left_lung", "right_lung", "trachea", "nodule")
-    assert MALIGNANCY_MASK_CLASSES[5:] == ("benign_nodule", "malignant_nodule")
+    assert LABEL_NAMES == ("background", "body", "left_lung", "right_lung", "trachea", "nodule")
+    assert MALIGNANCY_LABEL_NAMES[5:] == ("benign_nodule", "malignant_nodule")
 
 
 def test_body_mask_fills_the_lungs_and_drops_the_table():

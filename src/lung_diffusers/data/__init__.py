@@ -13,20 +13,17 @@ Modules, in the order the recipe uses them:
 - :mod:`.luna16_dataset`: the whole job, resumable, writing Parquet shards.
 - :mod:`.dataset_card`, :mod:`.contact_sheet`: the dataset card and a preview image.
 
-Names are imported on first use, so ``from lung_diffusers.data.masks import MASK_CLASSES`` does
-not pull in ``datasets`` or SimpleITK.
+Class ids, names and the HU window live in :mod:`lung_diffusers.labels`. Names are imported on first
+use, so ``from lung_diffusers.data.masks import body_mask`` does not pull in ``datasets`` or SimpleITK.
 """
 
 from importlib import import_module
 
 _EXPORTS = {
     "CTVolume": "ct_io",
-    "LUNG_WINDOW_HU": "ct_io",
     "read_ct_volume": "ct_io",
     "unwindow_hu": "ct_io",
     "window_hu": "ct_io",
-    "MASK_CLASSES": "masks",
-    "MALIGNANCY_MASK_CLASSES": "masks",
     "body_mask": "masks",
     "compose_label_map": "masks",
     "nodule_mask_from_annotation": "masks",

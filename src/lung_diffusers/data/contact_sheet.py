@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from lung_diffusers.data.atomic_files import write_bytes_atomically
-from lung_diffusers.data.masks import BODY, MASK_CLASSES, NODULE
+from lung_diffusers.atomic_write import write_bytes_atomically
+from lung_diffusers.labels import BODY, LABEL_NAMES, NODULE
 
 # RGB per class value 0-6.
 MASK_COLORS_RGB = np.array(
@@ -127,7 +127,7 @@ def _decode(png: bytes) -> np.ndarray:
 
 def _legend(width: int, height: int = 24) -> np.ndarray:
     legend = np.zeros((height, width, 3), np.uint8)
-    names = MASK_CLASSES
+    names = LABEL_NAMES
     step = width // len(names)
     for value, name in enumerate(names):
         x = value * step + 4

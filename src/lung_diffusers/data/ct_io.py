@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 # The thesis' CT window (section 3.2.1): [-1000, 400] HU keeps lung parenchyma, vessels and
 # soft tissue apart while mapping air to 0.
-LUNG_WINDOW_HU: tuple[float, float] = (-1000.0, 400.0)
+from lung_diffusers.labels import HU_WINDOW
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def _without_image_suffix(name: str) -> str:
     return name
 
 
-def window_hu(hu: np.ndarray, window_hu: tuple[float, float] = LUNG_WINDOW_HU) -> np.ndarray:
+def window_hu(hu: np.ndarray, window_hu: tuple[float, float] = HU_WINDOW) -> np.ndarray:
     """Map HU linearly to uint8: ``window_hu[0]`` and below to 0, ``window_hu[1]`` and above to 255.
 
     ``value = round((clip(hu, lo, hi) - lo) / (hi - lo) * 255)``. With the default lung window,
@@ -191,7 +191,7 @@ def window_hu(hu: np.ndarray, window_hu: tuple[float, float] = LUNG_WINDOW_HU) -
     return np.rint(scaled).astype(np.uint8)
 
 
-def unwindow_hu(windowed: np.ndarray, window_hu: tuple[float, float] = LUNG_WINDOW_HU) -> np.ndarray:
+def unwindow_hu(windowed: np.ndarray, window_hu: tuple[float, float] = HU_WINDOW) -> np.ndarray:
     """Map window grey levels (0-255, e.g. a generated image) back to HU, as float32.
 
     The inverse of :func:`window_hu` within the window: ``lo + value / 255 * (hi - lo)``. Values

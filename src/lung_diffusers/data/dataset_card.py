@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from huggingface_hub import DatasetCardData
 
-from lung_diffusers.data.atomic_files import write_text_atomically
-from lung_diffusers.data.masks import MALIGNANCY_MASK_CLASSES
+from lung_diffusers.atomic_write import write_text_atomically
+from lung_diffusers.labels import MALIGNANCY_LABEL_NAMES
 from lung_diffusers.data.splits import SPLITS
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def dataset_card(records: Sequence[SeriesRecord], settings: PrepareSettings) -> 
     )
     config_lines = "\n".join(f"- `{config}`: {_CONFIG_MEANINGS[config]}" for config in settings.configs)
     classes = "\n".join(
-        f"| {value} | {name} | {_CLASS_MEANINGS[name]} |" for value, name in enumerate(MALIGNANCY_MASK_CLASSES)
+        f"| {value} | {name} | {_CLASS_MEANINGS[name]} |" for value, name in enumerate(MALIGNANCY_LABEL_NAMES)
     )
     nodules = sum(r.nodules for r in records)
     unrated = sum(r.unrated_nodules for r in records)

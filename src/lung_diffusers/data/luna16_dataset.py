@@ -45,9 +45,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm.auto import tqdm
 
-from lung_diffusers.data.atomic_files import atomic_output, remove_stale_temporary_files, write_text_atomically
+from lung_diffusers.atomic_write import atomic_file, remove_stale_temporary_files, write_text_atomically
 from lung_diffusers.data.contact_sheet import write_contact_sheet
-from lung_diffusers.data.ct_io import LUNG_WINDOW_HU, CTVolume, read_ct_volume
+from lung_diffusers.data.ct_io import HU_WINDOW, CTVolume, read_ct_volume
 from lung_diffusers.data.dataset_card import write_dataset_card
 from lung_diffusers.data.luna16 import (
     NoduleAnnotation,
@@ -136,7 +136,7 @@ class PrepareSettings:
     """
 
     image_size: int = 256
-    window_hu: tuple[float, float] = LUNG_WINDOW_HU
+    window_hu: tuple[float, float] = HU_WINDOW
     healthy_stride: int = HEALTHY_STRIDE
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2
     test_fraction: float = DEFAULT_TEST_FRACTION
@@ -411,7 +411,7 @@ def process_series(job: SeriesJob) -> SeriesRecord:
     for config, config_rows in rows.items():
         shard = shard_path(job.output_dir, config, job.split, job.seriesuid)
         if config_rows:
-            with atomic_output(shard) as temporary:
+            with atomic_file(shard) as temporary:
                 datasets.Dataset.from_list(config_rows, features=FEATURES).to_parquet(temporary)
         else:
             # A retry of a scan whose earlier attempt died after writing shards must not keep them.

@@ -21,10 +21,16 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-BACKGROUND, BODY, LEFT_LUNG, RIGHT_LUNG, TRACHEA, NODULE = 0, 1, 2, 3, 4, 5
-BENIGN_NODULE, MALIGNANT_NODULE = 5, 6
-MASK_CLASSES: tuple[str, ...] = ("background", "body", "left_lung", "right_lung", "trachea", "nodule")
-MALIGNANCY_MASK_CLASSES: tuple[str, ...] = MASK_CLASSES[:5] + ("benign_nodule", "malignant_nodule")
+from ..labels import (  # noqa: F401 (class ids are part of this module's interface)
+    BACKGROUND,
+    BENIGN_NODULE,
+    BODY,
+    LEFT_LUNG,
+    MALIGNANT_NODULE,
+    NODULE,
+    RIGHT_LUNG,
+    TRACHEA,
+)
 
 # Thesis: "Each slice is intensity thresholded at 127" on the lung-window image, i.e. about -303 HU.
 BODY_THRESHOLD = 127

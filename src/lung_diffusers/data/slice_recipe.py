@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lung_diffusers.data.ct_io import LUNG_WINDOW_HU, CTVolume, window_hu
+from lung_diffusers.data.ct_io import HU_WINDOW, CTVolume, window_hu
 from lung_diffusers.data.lung_segmentation import LungLabels
 from lung_diffusers.data.malignancy import NoduleMalignancy
 from lung_diffusers.data.masks import (
@@ -57,7 +57,7 @@ def label_slice(
     lung_labels: LungLabels,
     image_size: int,
     nodules: Sequence[tuple[NoduleSection, NoduleMalignancy | None]] = (),
-    window: tuple[float, float] = LUNG_WINDOW_HU,
+    window: tuple[float, float] = HU_WINDOW,
 ) -> LabelledSlice:
     """Apply the mask recipe (module docstring) to slice ``slice_index`` of ``volume``.
 

@@ -365,7 +365,7 @@ class LungSDMPipeline(DiffusionPipeline):
                 ("scheduler", type(self.scheduler).__name__),
                 ("HU window", f"[{self.config.hu_window[0]:g}, {self.config.hu_window[1]:g}]"),
             ],
-            labels=list(enumerate(names)),
+            labels=[(value, name.replace("_", " ")) for value, name in enumerate(names)],
             tags=["semantic-diffusion-model", "image-generation"],
         )
 
