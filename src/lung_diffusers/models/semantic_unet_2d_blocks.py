@@ -34,6 +34,10 @@ def legacy_attention_block(channels: int, heads: int, groups: int, eps: float) -
     )
 
 
+def _norm_of(resnet_kwargs: dict) -> dict:
+    return {"groups": resnet_kwargs.get("groups", 32), "eps": resnet_kwargs.get("eps", 1e-5)}
+
+
 class _CheckpointedResnets(nn.Module):
     """Runs SPADE resnets under diffusers' gradient-checkpointing switch."""
 
@@ -48,35 +52,18 @@ class _CheckpointedResnets(nn.Module):
 
 
 class SPADEMidBlock2D(_CheckpointedResnets):
-    """SPADE resnet, self-attention, SPADE resnet: SDM's ``middle_block``."""
+    """SPADE resnet, self-attention, SPADE resnet: SDM's ``middle_block``.
 
-    def __init__(
-        self,
-        *,
-        channels: int,
-        temb_channels: int,
-        num_classes: int,
-        attention_heads: int,
-        dropout: float = 0.0,
-        groups: int = 32,
-        eps: float = 1e-5,
-        time_embedding_norm: str = "scale_shift",
-        spade_hidden_channels: int = 128,
-    ):
+    ``resnet_kwargs`` (``temb_channels``, ``num_classes``, ``groups``, ``eps``, ...) go to both
+    :class:`SPADEResnetBlock2D`; the attention uses the same ``groups`` and ``eps``.
+    """
+
+    def __init__(self, *, channels: int, attention_heads: int, **resnet_kwargs):
         super().__init__()
-        resnet = dict(
-            in_channels=channels,
-            out_channels=channels,
-            temb_channels=temb_channels,
-            num_classes=num_classes,
-            dropout=dropout,
-            groups=groups,
-            eps=eps,
-            time_embedding_norm=time_embedding_norm,
-            spade_hidden_channels=spade_hidden_channels,
+        self.resnets = nn.ModuleList(
+            SPADEResnetBlock2D(in_channels=channels, out_channels=channels, **resnet_kwargs) for _ in range(2)
         )
-        self.resnets = nn.ModuleList([SPADEResnetBlock2D(**resnet), SPADEResnetBlock2D(**resnet)])
-        self.attentions = nn.ModuleList([legacy_attention_block(channels, attention_heads, groups, eps)])
+        self.attentions = nn.ModuleList([legacy_attention_block(channels, attention_heads, **_norm_of(resnet_kwargs))])
 
     @property
     def spade_resnets(self) -> list[SPADEResnetBlock2D]:
@@ -94,6 +81,7 @@ class SPADEUpBlock2D(_CheckpointedResnets):
 
     Channel bookkeeping is diffusers' ``AttnUpBlock2D``'s: the last resnet's skip has ``in_channels``
     (the level below), the others ``out_channels``; the first resnet's input has ``prev_output_channel``.
+    ``resnet_kwargs`` go to every :class:`SPADEResnetBlock2D`.
     """
 
     def __init__(
@@ -102,44 +90,31 @@ class SPADEUpBlock2D(_CheckpointedResnets):
         in_channels: int,
         prev_output_channel: int,
         out_channels: int,
-        temb_channels: int,
-        num_classes: int,
         num_layers: int,
         attention_heads: int | None = None,
         upsample_type: str | None = "resnet",
-        dropout: float = 0.0,
-        groups: int = 32,
-        eps: float = 1e-5,
-        time_embedding_norm: str = "scale_shift",
-        spade_hidden_channels: int = 128,
+        **resnet_kwargs,
     ):
         super().__init__()
-        resnet = dict(
-            temb_channels=temb_channels,
-            num_classes=num_classes,
-            dropout=dropout,
-            groups=groups,
-            eps=eps,
-            time_embedding_norm=time_embedding_norm,
-            spade_hidden_channels=spade_hidden_channels,
-        )
         self.resnets = nn.ModuleList(
             SPADEResnetBlock2D(
                 in_channels=(prev_output_channel if i == 0 else out_channels)
                 + (in_channels if i == num_layers - 1 else out_channels),
                 out_channels=out_channels,
-                **resnet,
+                **resnet_kwargs,
             )
             for i in range(num_layers)
         )
         self.attentions = (
-            nn.ModuleList(legacy_attention_block(out_channels, attention_heads, groups, eps) for _ in range(num_layers))
+            nn.ModuleList(
+                legacy_attention_block(out_channels, attention_heads, **_norm_of(resnet_kwargs)) for _ in range(num_layers)
+            )
             if attention_heads
             else None
         )
         if upsample_type == "resnet":
             self.upsamplers = nn.ModuleList(
-                [SPADEResnetBlock2D(in_channels=out_channels, out_channels=out_channels, up=True, **resnet)]
+                [SPADEResnetBlock2D(in_channels=out_channels, out_channels=out_channels, up=True, **resnet_kwargs)]
             )
         elif upsample_type == "conv":
             self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)])
