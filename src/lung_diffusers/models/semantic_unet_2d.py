@@ -308,14 +308,13 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
     def _encode_one_hot(self, one_hot: torch.Tensor) -> list:
         height, width = one_hot.shape[-2:]
         levels = len(self.config.block_out_channels)
-        features = []
-        for resnet in self.mid_block.spade_resnets:
-            features.append(resnet.encode_segmentation(one_hot, (height >> (levels - 1), width >> (levels - 1))))
-        for i, block in enumerate(self.up_blocks):
-            level = levels - 1 - i
-            for resnet in block.spade_resnets:
-                features.append(resnet.encode_segmentation(one_hot, (height >> level, width >> level)))
-        return features
+        # Each decoder block works at one resolution: the mid block at the lowest, up block i at level L-1-i.
+        blocks = [(self.mid_block, levels - 1), *((block, levels - 1 - i) for i, block in enumerate(self.up_blocks))]
+        return [
+            resnet.encode_segmentation(one_hot, (height >> level, width >> level))
+            for block, level in blocks
+            for resnet in block.spade_resnets
+        ]
 
     def _null_features(self, height: int, width: int) -> list:
         # Weight identity and in-place version counters change whenever the weights do (optimizer step,

@@ -235,11 +235,9 @@ class LungSDMPipeline(DiffusionPipeline):
         array = images.float().permute(0, 2, 3, 1).cpu().numpy()
         if output_type == "np":
             return array.astype(np.float32)
-        pil_images = []
-        for image in (array * 255).round().astype(np.uint8):
-            pil = PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        pil_images = self.numpy_to_pil(array)
+        for pil in pil_images:
             pil.info.update(synthetic_png_text())
-            pil_images.append(pil)
         return pil_images
 
     # ------------------------------------------------------------------ sampling
@@ -397,6 +395,4 @@ class LungSDMPipeline(DiffusionPipeline):
 
     def _push_folder(self, folder, repo_id: str, commit_message=None, private=None, token=None, create_pr=False):
         repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        return self._upload_folder(
-            folder, repo_id, token=token, commit_message=commit_message or "Upload LungSDMPipeline", create_pr=create_pr
-        )
+        return self._upload_folder(folder, repo_id, token=token, commit_message=commit_message, create_pr=create_pr)
