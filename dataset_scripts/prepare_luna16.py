@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from lung_diffusers.data.luna16_dataset import prepare_luna16_dataset, push_dataset_to_hub
+from lung_diffusers.data.luna16_dataset import NODULE_SLICE_MODES, prepare_luna16_dataset, push_dataset_to_hub
 from lung_diffusers.data.slice_selection import HEALTHY_STRIDE, MIN_LUNG_AREA_MM2
 from lung_diffusers.data.splits import DEFAULT_TEST_FRACTION
 
@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any scan fails")
     parser.add_argument("--series-uid", action="append", dest="series_uids", metavar="UID", help="only this scan")
     parser.add_argument("--healthy-stride", type=int, default=HEALTHY_STRIDE, help="every n-th healthy slice")
+    parser.add_argument(
+        "--nodule-slices",
+        choices=NODULE_SLICE_MODES,
+        default="center",
+        help="nodule rows from the slice through each nodule's centre (thesis) or from every slice that cuts one",
+    )
     parser.add_argument("--min-lung-area-mm2", type=float, default=MIN_LUNG_AREA_MM2, help="least lung per slice")
     return parser.parse_args(argv)
 
@@ -66,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             healthy_stride=args.healthy_stride,
             min_lung_area_mm2=args.min_lung_area_mm2,
+            nodule_slices=args.nodule_slices,
             annotations_csv=args.annotations,
             excluded_csv=args.excluded,
             lung_masks_dir=args.lung_masks,

