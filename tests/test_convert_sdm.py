@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel, convert_sdm_checkpoint
+from lung_diffusers import convert_sdm
 from lung_diffusers.convert_sdm import load_sdm_checkpoint, main as convert_main, sdm_config_to_unet_config, sdm_scheduler_from_config
 
 TOLERANCE = 1e-5  # max|out_hat - out| / max|out|; each known porting mistake moves it by > 0.3
@@ -152,11 +154,32 @@ def test_scheduler_from_official_flags():
         sdm_scheduler_from_config({"learn_sigma": False}, learned_variance=True)
 
 
+def guided_diffusion_space_timesteps(num_timesteps, count):
+    """guided-diffusion's `space_timesteps(num_timesteps, [count])` (respace.py, MIT licence): one section,
+    `count` steps at a float stride of (num_timesteps - 1) / (count - 1), each rounded, so 0 and T-1 are in."""
+    stride = (num_timesteps - 1) / (count - 1)
+    steps, position = [], 0.0
+    for _ in range(count):
+        steps.append(round(position))
+        position += stride
+    return set(steps)
+
+
+@pytest.mark.parametrize("steps", [25, 50, 100, 250, 1000])
+def test_scheduler_steps_match_guided_diffusion_respacing(steps):
+    # They agree exactly for these counts (at 999 steps, for one, rounding differs by 1).
+    scheduler = sdm_scheduler_from_config({}, learned_variance=True)
+    scheduler.set_timesteps(steps)
+    assert scheduler.timesteps.tolist() == sorted(guided_diffusion_space_timesteps(1000, steps), reverse=True)
+
+
 def test_cli_writes_a_pipeline_folder(tmp_path, small_reference, shared_dir):
     fixture = shared_dir / "fixtures" / "sdm_reference_small"
     pipe_dir = tmp_path / "pipe"
     result = subprocess.run(
-        [sys.executable, "-m", "lung_diffusers.convert_sdm", "--checkpoint", fixture / "weights.safetensors",
+        # -W error: `python -m` must not warn that the package root imported this module already.
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "lung_diffusers.convert_sdm",
+         "--checkpoint", fixture / "weights.safetensors",
          "--config", fixture / "config.json", "--output", pipe_dir, "--pipeline"],
         capture_output=True, text=True,
     )
@@ -164,6 +187,7 @@ def test_cli_writes_a_pipeline_folder(tmp_path, small_reference, shared_dir):
     pipe = LungSDMPipeline.from_pretrained(pipe_dir)
     assert pipe.scheduler.config.variance_type == "learned_range"
     assert pipe.scheduler.config.num_train_timesteps == 1000
+    assert pipe.scheduler.config.timestep_spacing == "linspace"
     assert relative_error(pipe.unet, small_reference[2], "y_null", "out_null") <= TOLERANCE
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folders left
 
@@ -199,3 +223,116 @@ def test_safetensors_checkpoint_round_trip(tmp_path, small_reference):
     save_file(state_dict, path)
     model = convert_sdm_checkpoint(load_sdm_checkpoint(path), config)
     assert relative_error(model, io, "y", "out") <= TOLERANCE
+
+
+def test_corrupt_safetensors_checkpoint_is_a_clear_error(tmp_path):
+    corrupt = tmp_path / "model.safetensors"
+    corrupt.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="model.safetensors is not a valid safetensors file"):
+        load_sdm_checkpoint(corrupt)
+
+
+@pytest.fixture
+def cli(shared_dir):
+    """Run the converter in-process on the small fixture; returns the exit code (0 when it does not exit)."""
+    fixture = shared_dir / "fixtures" / "sdm_reference_small"
+
+    def run(*args, checkpoint=fixture / "weights.safetensors", config=fixture / "config.json"):
+        try:
+            convert_main(["--checkpoint", str(checkpoint), "--config", str(config), *map(str, args)])
+        except SystemExit as exit_info:
+            return exit_info.code
+        except KeyboardInterrupt:  # escaping, it would stop the whole test run
+            pytest.fail("KeyboardInterrupt escaped main(): Ctrl-C would print a traceback")
+        return 0
+
+    return run
+
+
+def folder_snapshot(folder):
+    """{relative path: bytes, or None for a folder} of everything under ``folder``, staging folders included."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+def test_cli_overwrite_replaces_only_the_converters_files(tmp_path, cli):
+    out = tmp_path / "pipe"
+    assert cli("--output", out, "--pipeline") == 0
+    (out / "notes.txt").write_text("the user's")
+    (out / "scheduler" / "scheduler_config.json").write_text("{}")  # damaged: must be rewritten
+    assert cli("--output", out, "--pipeline", "--overwrite") == 0
+    assert (out / "notes.txt").read_text() == "the user's"
+    assert LungSDMPipeline.from_pretrained(out).scheduler.config.variance_type == "learned_range"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model_index.json", "notes.txt", "scheduler", "unet"]
+
+
+def test_cli_output_current_directory(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("the user's")
+    assert cli("--output", ".", "--overwrite") == 0
+    assert (tmp_path / "notes.txt").read_text() == "the user's"
+    SemanticUNet2DModel.from_pretrained(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folders left
+
+
+def test_cli_never_replaces_its_inputs(tmp_path, cli, shared_dir, monkeypatch, capsys):
+    """A model folder holds a config.json: `--output .` beside the official config.json must not replace it."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(shared_dir / "fixtures" / "sdm_reference_small" / "config.json", "config.json")
+    before = folder_snapshot(tmp_path)
+    assert cli("--output", ".", "--overwrite", config="config.json") == 2
+    assert "would replace the input" in capsys.readouterr().err
+    assert folder_snapshot(tmp_path) == before
+
+
+def test_cli_failed_overwrite_keeps_the_old_output(tmp_path, cli, monkeypatch):
+    out = tmp_path / "pipe"
+    assert cli("--output", out, "--pipeline") == 0
+    before = folder_snapshot(out)
+    corrupt = tmp_path / "model.safetensors"
+    corrupt.write_bytes(b"not a safetensors file")
+    assert cli("--output", out, "--pipeline", "--overwrite", checkpoint=corrupt) == 2
+    assert folder_snapshot(out) == before
+
+    def save_part_then_fail(self, directory, **kwargs):  # e.g. the disk filling up mid-save
+        (directory / "model_index.json").write_text("{}")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(LungSDMPipeline, "save_pretrained", save_part_then_fail)
+    assert cli("--output", out, "--pipeline", "--overwrite") == 1
+    assert folder_snapshot(out) == before
+
+
+@pytest.mark.parametrize("case", ["corrupt checkpoint", "output is a file", "output under a file", "ctrl-c"])
+def test_cli_errors_are_one_line_with_exit_code(tmp_path, cli, monkeypatch, capsys, case):
+    (tmp_path / "file").write_text("")
+    corrupt = tmp_path / "model.safetensors"
+    corrupt.write_bytes(b"not a safetensors file")
+    if case == "corrupt checkpoint":
+        code, expected = cli("--output", tmp_path / "out", checkpoint=corrupt), "not a valid safetensors file"
+    elif case == "output is a file":
+        code, expected = cli("--output", tmp_path / "file"), "is a file, not a folder"
+    elif case == "output under a file":
+        code, expected = cli("--output", tmp_path / "file" / "out"), "is a file, not a folder"
+    else:
+        def interrupt(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(convert_sdm, "convert_sdm_checkpoint", interrupt)
+        code, expected = cli("--output", tmp_path / "out"), "interrupted"
+    err = capsys.readouterr().err
+    assert code == (130 if case == "ctrl-c" else 2)
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for markup in ("(default: None)", ":class:", ":func:", "``"):
+        assert markup not in help_text
+    # Every option has its own help text (argparse prints it after the option on the same or the next line).
+    for option in ("--checkpoint PATH", "--config PATH", "--output DIR", "--pipeline", "--overwrite"):
+        line = next(line for line in help_text.splitlines() if line.strip().startswith(option))
+        assert len(line.strip()) > len(option) + 10, line

@@ -1,6 +1,7 @@
-"""Atomic file and folder writes: a reader sees either the old output or the complete new one, never a part.
+"""Atomic file and folder writes: a reader never sees a half-written file or folder entry.
 
-Everything is staged beside the destination (same file system), then moved into place with ``os.replace``.
+Everything is staged on the destination's file system, then moved into place with ``os.replace``; for a
+folder, each entry the caller wrote is swapped that way and the folder's other entries are left alone.
 Staged names start with a dot and contain ``.tmp``, so dataset globs such as ``train-*.parquet`` never
 match them, and :func:`remove_stale_temporary_files` can clean up after a killed job.
 """
@@ -54,29 +55,54 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``path``; on success it becomes ``path``.
+    """Yield an empty staging folder; on success its entries are moved into the folder ``path``.
 
-    An existing ``path`` is replaced only with ``overwrite=True`` (otherwise `FileExistsError`), and is
-    removed only after the new folder is in place.
+    Only what the caller wrote is touched: an entry of ``path`` named like a staged one is replaced (with
+    ``overwrite=True``, otherwise `FileExistsError`); every other entry of ``path`` is kept. Each entry moves
+    with one ``os.replace``; if a move fails, those already made are undone, so ``path`` ends with all its old
+    entries or all the new ones. A ``path`` that does not exist yet appears complete in a single rename.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path = Path(path).resolve()  # "." has no name and no parent to stage beside
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file, not a folder; give a folder path")
+    new = not path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    # Stage on the same file system: beside a new folder (one rename publishes it), inside an existing one
+    # (its parent may not be writable, e.g. for ".").
+    staging = Path(tempfile.mkdtemp(dir=path.parent if new else path, prefix=f".{path.name}.tmp-"))
     try:
         yield staging
-        os.chmod(staging, 0o777 & ~_current_umask())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
-            os.replace(path, old / path.name)
+        if new:
+            os.chmod(staging, 0o777 & ~_current_umask())  # mkdtemp makes it private (0700)
             os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(staging, path)
+            _move_entries(staging, path, overwrite)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_entries(staging: Path, path: Path, overwrite: bool) -> None:
+    names = sorted(entry.name for entry in staging.iterdir())
+    clashes = [name for name in names if os.path.lexists(path / name)]
+    if clashes and not overwrite:
+        raise FileExistsError(f"{path} already has {', '.join(clashes)}; pass overwrite=True to replace them")
+    old = Path(tempfile.mkdtemp(dir=path, prefix=f".{path.name}.old-"))
+    moved = []
+    try:
+        for name in names:
+            moved.append(name)
+            if os.path.lexists(path / name):
+                os.replace(path / name, old / name)
+            os.replace(staging / name, path / name)
+    except BaseException:  # Ctrl-C included: put the old entries back
+        for name in reversed(moved):
+            if not os.path.lexists(staging / name):
+                os.replace(path / name, staging / name)
+            if os.path.lexists(old / name):
+                os.replace(old / name, path / name)
+        old.rmdir()  # empty again; if restoring failed above, the old entries stay safe in it
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:

@@ -384,6 +384,9 @@ def sdm_scheduler_from_config(config: Mapping, learned_variance: bool):
         variance_type=variance_type,
         prediction_type="sample" if flags["predict_xstart"] else "epsilon",
         clip_sample=True,
+        # guided-diffusion respaces k sampling steps evenly over [0, T-1] (`space_timesteps`), which is
+        # diffusers' "linspace"; DDPM's default "leading" never starts at t=T-1 for k < T.
+        timestep_spacing="linspace",
         **schedule,
     )
 
@@ -404,9 +407,16 @@ def load_sdm_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return _strip_wrappers(load_file(path))
+        try:
+            return _strip_wrappers(load_file(path))
+        except SafetensorError as error:
+            raise ValueError(
+                f"{path} is not a valid safetensors file ({error}); it may be truncated or corrupt, "
+                "download or export it again"
+            ) from error
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickles with arbitrary objects are refused on purpose
@@ -419,29 +429,49 @@ def load_sdm_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _strip_wrappers(state_dict)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="official SDM weights (.pt/.pth state dict or .safetensors)")
-    parser.add_argument("--config", required=True, help="JSON: official UNetModel kwargs or training flags")
-    parser.add_argument("--output", required=True, help="output folder (a model folder, or a pipeline folder with --pipeline)")
-    parser.add_argument("--pipeline", action="store_true", help="write a full LungSDMPipeline folder with a DDPM scheduler")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lung_diffusers.convert_sdm",
+        description="Convert an official Semantic Diffusion Model (SDM) checkpoint to a SemanticUNet2DModel "
+        "folder, or with --pipeline to a LungSDMPipeline folder.",
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="official SDM weights: a .pt/.pth state dict or a .safetensors file")
+    parser.add_argument("--config", required=True, metavar="PATH",
+                        help="the checkpoint's JSON config: official UNetModel keyword arguments "
+                        "(with model_channels) or official training flags (with num_channels)")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="folder to write to, created if missing")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="write a whole LungSDMPipeline (model, DDPM scheduler from the config, model card) "
+                        "instead of the model alone")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --output: replace the files this converter writes, "
+                        "keep all others")
+    return parser
 
+
+def _convert_to_folder(args: argparse.Namespace) -> str:
+    """The command line's work. Bad input raises `ValueError`, a failed write `OSError`."""
     output = Path(args.output)
-    if output.exists() and any(output.iterdir()) and not args.overwrite:
-        parser.error(f"{output} exists and is not empty; pass --overwrite to replace it")
+    for path in (output, *output.parents):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"--output {output}: {path} is a file, not a folder; choose a folder path")
+    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
+        raise ValueError(
+            f"{output} is not empty; pass --overwrite to replace the converter's files in it (others are kept)"
+        )
     try:
         config = json.loads(Path(args.config).read_text())
     except (OSError, json.JSONDecodeError) as error:
-        parser.error(f"cannot read config {args.config}: {error}")
+        raise ValueError(f"cannot read config {args.config}: {error}") from error
     try:
         unet = convert_sdm_checkpoint(load_sdm_checkpoint(args.checkpoint), config)
-        scheduler = sdm_scheduler_from_config(config, unet.learned_variance) if args.pipeline else None
-    except (ValueError, FileNotFoundError) as error:
-        parser.exit(2, f"error: {error}\n")
+    except OSError as error:  # an unreadable checkpoint is bad input, unlike a failed write below
+        raise ValueError(str(error)) from error
+    scheduler = sdm_scheduler_from_config(config, unet.learned_variance) if args.pipeline else None
 
+    inputs = [Path(args.checkpoint).resolve(), Path(args.config).resolve()]
     with atomic_directory(output, overwrite=True) as staging:
         if args.pipeline:
             from .pipelines.pipeline_lung_sdm import LungSDMPipeline
@@ -449,9 +479,34 @@ def main(argv: list[str] | None = None) -> None:
             LungSDMPipeline(unet=unet, scheduler=scheduler).save_pretrained(staging)
         else:
             unet.save_pretrained(staging)
+        # e.g. `--output .` beside the official config.json: never replace the inputs.
+        for target in (output.resolve() / entry.name for entry in staging.iterdir()):
+            for source in inputs:
+                if source == target or target in source.parents:
+                    raise ValueError(
+                        f"writing {target} would replace the input {source}; choose another --output folder"
+                    )
     params = sum(p.numel() for p in unet.parameters())
     kind = "LungSDMPipeline" if args.pipeline else "SemanticUNet2DModel"
-    print(f"wrote {kind} ({params / 1e6:.1f} M parameters) to {output}")
+    return f"wrote {kind} ({params / 1e6:.1f} M parameters) to {output}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    # One line on stderr and a shell-style exit code, no traceback.
+    try:
+        print(_convert_to_folder(args))
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except OSError as error:
+        parser.exit(1, f"{parser.prog}: error: could not write {args.output}: {error}\n")
+    except KeyboardInterrupt:
+        # atomic_directory undoes a half-done swap, so the folder is never left half written.
+        parser.exit(
+            130, f"{parser.prog}: interrupted; {args.output} holds its previous files or the complete new output\n"
+        )
 
 
 if __name__ == "__main__":
