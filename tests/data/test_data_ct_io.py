@@ -111,3 +111,36 @@ def test_missing_volume_and_missing_data_file_are_reported_with_the_path(tmp_pat
     header_only.with_suffix(".zraw").write_bytes(data_file.read_bytes()[:100_000])
     with pytest.raises(ValueError, match=r"could not read volume .*\.mhd"):
         read_ct_volume(header_only)
+
+
+def _write_small_mhd(folder, compressed):
+    """A 6-slice 16 x 16 int16 MetaImage (.mhd + .zraw, or + .raw): 3,072 bytes of voxels."""
+    header = folder / "scan.mhd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((6, 16, 16), -700, np.int16)), str(header), compressed)
+    return header, header.with_suffix(".zraw" if compressed else ".raw")
+
+
+def test_a_missing_or_truncated_data_file_is_reported_as_such(tmp_path):
+    header, data = _write_small_mhd(tmp_path, compressed=True)
+    complete = data.read_bytes()
+    data.write_bytes(complete[: len(complete) // 2])
+    with pytest.raises(ValueError, match=r"scan\.zraw is truncated: it holds [\d,]+ of the [\d,]+ bytes") as error:
+        read_ct_volume(header)
+    assert "No such file" not in str(error.value)
+    # Without CompressedDataSize in the header, the cut-off zlib stream gives it away.
+    header.write_text("".join(line for line in header.read_text().splitlines(True) if "CompressedDataSize" not in line))
+    with pytest.raises(ValueError, match=r"scan\.zraw is cut short or corrupt"):
+        read_ct_volume(header)
+    data.unlink()
+    with pytest.raises(ValueError, match=r"its data file .*scan\.zraw \(ElementDataFile\) is missing"):
+        read_ct_volume(header)
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_a_header_claiming_more_slices_than_the_data_holds_is_refused(tmp_path, compressed):
+    header, _ = _write_small_mhd(tmp_path, compressed)
+    assert read_ct_volume(header).hu.shape == (6, 16, 16)
+    header.write_text(header.read_text().replace("DimSize = 16 16 6", "DimSize = 16 16 9"))
+    held = "unpacks to 3,072 bytes" if compressed else "holds 3,072 bytes"
+    with pytest.raises(ValueError, match=rf"{held}, but the header's 16 x 16 x 9 voxels of MET_SHORT need 4,608 bytes"):
+        read_ct_volume(header)

@@ -3,7 +3,7 @@
 import io
 import json
 import os
-import runpy
+import re
 import shutil
 import signal
 import subprocess
@@ -53,17 +53,13 @@ def _decode(png_bytes):
     return np.array(Image.open(io.BytesIO(png_bytes)))
 
 
-@pytest.fixture(scope="module")
-def prepare_main(prepare_script):
-    """The script's main(), run in this process (no interpreter start-up per call)."""
-    return runpy.run_path(str(prepare_script), run_name="prepare_luna16")["main"]
-
-
 def test_the_script_reports_time_per_scan_and_a_summary(prepared_dataset, sample_series):
     _, result = prepared_dataset
     for uid in sample_series.values():
         assert f"{uid}: " in result.stderr + result.stdout
     assert "3 processed, 0 already done, 0 failed" in result.stdout and "s per scan" in result.stdout
+    # Start-up (imports, pylidc, spawning the two workers) is reported, so a slow one shows.
+    assert re.search(r"\(start-up \d+\.\d s\)", result.stdout), result.stdout
 
 
 def test_healthy_is_the_default_config_and_every_config_loads(prepared_dataset, datasets_cache):
@@ -95,6 +91,10 @@ def test_the_patient_split_is_disjoint_and_both_splits_have_patients(prepared_da
     assert set(patients_by_split) == {"train", "test"}
     assert not patients_by_split["train"] & patients_by_split["test"]
     assert patients_by_split["train"] | patients_by_split["test"] == set(sample_series)
+    # Later work holds LIDC-IDRI-0001 out, so the sample's default split must keep it in test.
+    assert patients_by_split["test"] == {"LIDC-IDRI-0001"}
+    stored = json.loads((output / "patient_splits.json").read_text())
+    assert stored == {"LIDC-IDRI-0001": "test", "LIDC-IDRI-0002": "train", "LIDC-IDRI-0003": "train"}
     for config in ("healthy", "nodule", "malignancy"):
         for shard in (output / "data" / config).glob("*.parquet"):
             split = shard.name.split("-")[0]

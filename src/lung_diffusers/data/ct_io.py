@@ -9,6 +9,8 @@ flip applied. Scans stored with another direction matrix are reoriented to this 
 
 from __future__ import annotations
 
+import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,21 @@ import SimpleITK as sitk
 # The thesis' CT window (section 3.2.1): [-1000, 400] HU keeps lung parenchyma, vessels and
 # soft tissue apart while mapping air to 0.
 from lung_diffusers.labels import HU_WINDOW
+
+# Bytes per voxel of the MetaImage element types with a fixed size.
+_METAIMAGE_ELEMENT_BYTES = {
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
+_LUNA16_HINT = "For LUNA16, keep each .mhd next to its complete .raw/.zraw data file (download or unzip it again)."
 
 
 @dataclass(frozen=True)
@@ -87,9 +104,9 @@ def read_ct_volume(path: str | Path, series_uid: str | None = None) -> CTVolume:
 
     Raises:
         FileNotFoundError: the path is missing, or a folder holds no DICOM series.
-        ValueError: the file cannot be read (corrupt, or an ``.mhd`` whose data file is missing),
-            a folder holds several series and ``series_uid`` does not pick one, or the volume is
-            not a single-channel axial 3-D image.
+        ValueError: the file cannot be read (corrupt, or an ``.mhd`` whose data file is missing or
+            holds fewer voxels than its header says), a folder holds several series and
+            ``series_uid`` does not pick one, or the volume is not a single-channel axial 3-D image.
     """
     image, source_index_to_world, uid = _read_lps_image(path, series_uid)
     hu = sitk.GetArrayFromImage(image)
@@ -125,13 +142,12 @@ def _read_lps_image(path: str | Path, series_uid: str | None = None) -> tuple[si
     if path.is_dir():
         image, uid = _read_dicom_series(path, series_uid)
     elif path.is_file():
+        if path.suffix.lower() == ".mhd":
+            _check_metaimage_data(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
-            raise ValueError(
-                f"could not read volume {path}: {_reason(error)}. "
-                "For LUNA16, keep each .mhd next to its complete .raw/.zraw data file."
-            ) from error
+            raise ValueError(f"could not read volume {path}: {_reason(error)}. {_LUNA16_HINT}") from error
         uid = _without_image_suffix(path.name)
     else:
         raise FileNotFoundError(f"volume not found: {path}")
@@ -146,6 +162,72 @@ def _read_lps_image(path: str | Path, series_uid: str | None = None) -> tuple[si
         if not np.allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-3):
             raise ValueError(f"{path} is not an axial volume (oblique direction {image.GetDirection()}); not supported")
     return image, source_index_to_world, uid
+
+
+def _check_metaimage_data(header: Path) -> None:
+    """Raise ValueError when the data file of a MetaImage header is missing or holds less than the header says.
+
+    SimpleITK reports both as "No such file or directory", and it reads compressed data that ends
+    early without complaint (the missing slices are filled in, typically with zeros).
+    """
+    fields = {}
+    for line in header.read_text(errors="replace").splitlines():
+        key, _, value = line.partition("=")
+        fields[key.strip()] = value.strip()
+    name, element_bytes = fields.get("ElementDataFile", ""), _METAIMAGE_ELEMENT_BYTES.get(fields.get("ElementType"))
+    if name in ("", "LOCAL", "LIST") or " " in name or "%" in name or element_bytes is None:
+        return  # data inside the header, split over several files, or an unusual type: left to SimpleITK
+    data = header.parent / name
+    if not data.is_file():
+        raise ValueError(
+            f"could not read volume {header}: its data file {data} (ElementDataFile) is missing. {_LUNA16_HINT}"
+        )
+    try:
+        shape = [int(v) for v in fields["DimSize"].split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+        header_bytes = max(int(fields.get("HeaderSize", "0")), 0)  # -1: data at the end, no header to skip
+        compressed_size = int(fields.get("CompressedDataSize", "0"))
+    except (KeyError, ValueError):
+        return  # a malformed header: SimpleITK says what is wrong with it
+    needed = math.prod(shape) * channels * element_bytes
+    what = f"{' x '.join(map(str, shape))} voxels of {fields['ElementType']} need {needed:,} bytes"
+    if fields.get("CompressedData", "False").lower() != "true":
+        held = data.stat().st_size - header_bytes
+        if held < needed:
+            raise ValueError(
+                f"could not read volume {header}: its data file {data} holds {held:,} bytes, but the header's {what}: "
+                f"the file is truncated, or DimSize claims more slices than it holds. {_LUNA16_HINT}"
+            )
+        return
+    if data.stat().st_size < compressed_size:
+        raise ValueError(
+            f"could not read volume {header}: its compressed data file {data} is truncated: it holds "
+            f"{data.stat().st_size:,} of the {compressed_size:,} bytes the header names. {_LUNA16_HINT}"
+        )
+    held = _zlib_decompressed_size(data)
+    if held is None:
+        raise ValueError(
+            f"could not read volume {header}: its compressed data file {data} is cut short or corrupt (the zlib "
+            f"stream does not end properly). {_LUNA16_HINT}"
+        )
+    if held < needed:
+        raise ValueError(
+            f"could not read volume {header}: its compressed data file {data} unpacks to {held:,} bytes, but the "
+            f"header's {what} (DimSize claims more slices than the data holds). Fix DimSize or get a matching "
+            "header and data file."
+        )
+
+
+def _zlib_decompressed_size(path: Path, chunk_bytes: int = 1 << 20) -> int | None:
+    """Bytes the zlib stream in ``path`` unpacks to (read in chunks, nothing kept), or None if it is cut short."""
+    stream, size = zlib.decompressobj(), 0
+    try:
+        with open(path, "rb") as file:
+            while not stream.eof and (chunk := file.read(chunk_bytes)):
+                size += len(stream.decompress(chunk))
+    except zlib.error:
+        return None
+    return size if stream.eof else None
 
 
 def _read_dicom_series(folder: Path, series_uid: str | None) -> tuple[sitk.Image, str]:

