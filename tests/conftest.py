@@ -1,7 +1,14 @@
 import os
 from pathlib import Path
 
-import pytest
+# One thread per test process: pytest-xdist runs one worker per core, and oversubscribed OpenMP threads
+# spin-wait (a tiny model ran ~50x slower with 2 threads on 2 busy cores). Set before torch starts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

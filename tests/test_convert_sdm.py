@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel, convert_sdm_checkpoint
-from lung_diffusers import convert_sdm
-from lung_diffusers.convert_sdm import load_sdm_checkpoint, main as convert_main, sdm_config_to_unet_config, sdm_scheduler_from_config
+from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel, convert_sdm, convert_sdm_checkpoint
+from lung_diffusers.convert_sdm import load_sdm_checkpoint, sdm_config_to_unet_config, sdm_scheduler_from_config
+from lung_diffusers.convert_sdm import main as convert_main
 
 TOLERANCE = 1e-5  # max|out_hat - out| / max|out|; each known porting mistake moves it by > 0.3
 

@@ -53,6 +53,7 @@ def test_push_to_hub_uploads_safetensors_configs_and_a_synthetic_model_card(tmp_
         return f"https://huggingface.co/{repo_id}/commit/fake"
 
     import diffusers.utils.hub_utils
+
     import lung_diffusers.pipelines.pipeline_lung_sdm as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "create_repo", fake_create_repo)

@@ -18,6 +18,7 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 
 from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel
+from lung_diffusers.models import SemanticUNet2DOutput
 from lung_diffusers.pipelines import scheduler_uses_learned_variance
 
 STEPS = 8
@@ -41,13 +42,61 @@ SCHEDULERS = [
 ]
 
 
+def oracle_unet(target: torch.Tensor, learned_variance: bool = True) -> SemanticUNet2DModel:
+    """A U-Net whose noise prediction is exact for data concentrated at one image ``target`` (in [-1, 1] scale).
+
+    From any model input ``x = alpha_t x0 + sigma_t eps`` (variance-preserving, what ``scale_model_input`` gives) it
+    returns ``eps = (x - alpha_t target) / sigma_t``, so its x0 estimate is ``target`` at every step and every correct
+    sampler ends exactly at ``target`` (at ``clip(target, -1, 1)`` when x0 is clipped). Fractional timesteps (Euler)
+    use the same linear interpolation of sigma as diffusers' Karras-style schedulers.
+    """
+    unet = SemanticUNet2DModel(sample_size=32, out_channels=2 if learned_variance else 1, block_out_channels=(32, 64),
+                               layers_per_block=1, attention_downsample_factors=(), attention_head_dim=16)
+    alphas_cumprod = DDPMScheduler().alphas_cumprod.double()
+    sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().numpy()
+
+    def forward(sample, timestep, segmentation=None, segmentation_features=None, return_dict=True, **kwargs):
+        sigma = float(np.interp(float(timestep), np.arange(len(sigmas)), sigmas))
+        alpha_t, sigma_t = 1 / np.sqrt(1 + sigma**2), sigma / np.sqrt(1 + sigma**2)
+        x0 = target.double().repeat(sample.shape[0] // target.shape[0], 1, 1, 1)  # guidance doubles the batch
+        eps = ((sample.double() - alpha_t * x0) / sigma_t).to(sample.dtype)
+        out = torch.cat([eps, torch.zeros_like(eps)], dim=1) if learned_variance else eps
+        return SemanticUNet2DOutput(sample=out)
+
+    unet.forward = forward
+    return unet
+
+
+ORACLE_TARGET = torch.linspace(-2.0, 2.0, 32 * 32).reshape(1, 1, 32, 32).repeat(2, 1, 1, 1)
+
+
 @pytest.mark.parametrize("scheduler_class, options", SCHEDULERS, ids=lambda v: getattr(v, "__name__", str(v)))
-def test_every_scheduler_gives_finite_images(tiny_pipe, reference_labels, scheduler_class, options):
-    tiny_pipe.scheduler = scheduler_class.from_config(tiny_pipe.scheduler.config, **options)
-    images = generate(tiny_pipe, reference_labels, guidance_scale=1.5)
-    assert images.shape == (2, 32, 32, 1) and images.dtype == np.float32
-    assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
-    assert images.std() > 0.01  # not collapsed to a constant
+def test_every_scheduler_ends_at_the_clipped_x0_estimate(reference_labels, scheduler_class, options):
+    """Each scheduler, guided or not, lands on the oracle's x0 clipped to [-1, 1]; without clipping on the raw x0.
+
+    Catches a scheduler fed the wrong model input (e.g. without Euler's ``scale_model_input``), the wrong x0 clip,
+    or the variance channels going to the wrong scheduler.
+    """
+    # A scheduler built with default betas: the pipeline must still hand them on to Heun (whose defaults differ).
+    # clip_sample=True explicitly, as saved pipelines have it: it travels into other schedulers' configs unused.
+    pipe = LungSDMPipeline(oracle_unet(ORACLE_TARGET), DDPMScheduler(variance_type="learned_range", clip_sample=True))
+    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **options)
+    torch.testing.assert_close(pipe.scheduler.alphas_cumprod, DDPMScheduler().alphas_cumprod)
+    pipe.set_progress_bar_config(disable=True)
+    clipped = generate(pipe, reference_labels, output_type="latent", guidance_scale=1.5)
+    torch.testing.assert_close(clipped, ORACLE_TARGET.clamp(-1, 1), rtol=0, atol=2e-3)
+
+    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, clip_sample=False, **options)
+    raw = generate(pipe, reference_labels, output_type="latent", clip_denoised=False)
+    torch.testing.assert_close(raw, ORACLE_TARGET, rtol=0, atol=2e-3)
+
+
+def test_every_scheduler_runs_a_real_model_with_guidance(tiny_pipe, reference_labels):
+    for scheduler_class, options in SCHEDULERS:
+        tiny_pipe.scheduler = scheduler_class.from_config(tiny_pipe.scheduler.config, **options)
+        images = generate(tiny_pipe, reference_labels, guidance_scale=1.5, num_inference_steps=3)
+        assert images.shape == (2, 32, 32, 1) and images.dtype == np.float32 and np.isfinite(images).all()
+        assert images.std() > 0.01, scheduler_class.__name__  # not collapsed to a constant
 
 
 def test_only_ddpm_receives_the_variance_channels(tiny_pipe):
@@ -197,7 +246,9 @@ def test_label_map_input_forms(tiny_pipe, reference_labels):
         (np.zeros((32, 32)), {"num_inference_steps": 1001}, ValueError, "1000 training steps"),
         (np.zeros((32, 32)), {"guidance_scale": float("nan")}, ValueError, "finite"),
         (np.zeros((32, 32)), {"guidance_scale": float("inf")}, ValueError, "finite"),
-        (np.zeros((32, 32)), {"output_type": "latent"}, ValueError, "output_type"),
+        (np.zeros((32, 32)), {"output_type": "latents"}, ValueError, "output_type"),
+        (np.zeros((32, 32)), {"guidance_scale": -1.0}, ValueError, ">= 0"),
+        (np.zeros((32, 32, 3), dtype=np.uint8), {}, ValueError, "colour image"),
         (np.zeros((32, 32)), {"latents": torch.zeros(1, 1, 16, 16)}, ValueError, "latents"),
         (np.zeros((32, 32)), {"generator": [torch.Generator()] * 2}, ValueError, "generators"),
         (np.zeros((32, 32)), {"num_images_per_prompt": 0}, ValueError, "num_images_per_prompt"),
@@ -243,13 +294,10 @@ def test_call_signature_and_components(tiny_pipe):
     assert tiny_pipe.config.hu_window == [-1000.0, 400.0]
 
 
-def test_progress_bar_can_be_configured(tiny_pipe, reference_labels, capsys):
+def test_sampling_reports_progress(tiny_pipe, reference_labels, capsys):
     tiny_pipe.set_progress_bar_config(disable=False)
     generate(tiny_pipe, reference_labels, num_inference_steps=3)
     assert "3/3" in capsys.readouterr().err
-    tiny_pipe.set_progress_bar_config(disable=True)
-    generate(tiny_pipe, reference_labels, num_inference_steps=3)
-    assert capsys.readouterr().err == ""
 
 
 def test_dtype_moves(tiny_pipe, reference_labels):
@@ -262,6 +310,156 @@ def test_dtype_moves(tiny_pipe, reference_labels):
     half = generate(pipe, reference_labels, num_inference_steps=3, guidance_scale=1.5)
     assert half.dtype == np.float32 and np.isfinite(half).all()
     assert np.abs(half - full).mean() < 0.05  # same picture at lower precision
-    pipe.to(torch.float32)  # weights keep their bf16 rounding; cached null features must follow the dtype
+    pipe.to(torch.float32)  # weights keep their bf16 rounding
     assert pipe.unet.dtype == torch.float32
     assert np.abs(generate(pipe, reference_labels, num_inference_steps=3, guidance_scale=1.5) - full).mean() < 0.05
+
+
+def test_guided_sampling_after_an_ema_weight_swap_equals_a_fresh_model(tiny_pipe, reference_labels):
+    """EMAModel.copy_to / restore write through param.data: the pipeline must use the swapped-in weights everywhere,
+    including the null map's features of guidance."""
+    from diffusers.training_utils import EMAModel
+
+    unet = tiny_pipe.unet
+    ema = EMAModel(unet.parameters())
+    torch.manual_seed(3)
+    for shadow in ema.shadow_params:  # EMA weights that differ from the live ones
+        shadow.add_(0.05 * torch.randn_like(shadow))
+    before = generate(tiny_pipe, reference_labels, guidance_scale=2.0)
+    ema.store(unet.parameters())
+    ema.copy_to(unet.parameters())
+    try:
+        swapped = generate(tiny_pipe, reference_labels, guidance_scale=2.0)
+        fresh = LungSDMPipeline(SemanticUNet2DModel.from_config(unet.config), tiny_pipe.scheduler)
+        fresh.unet.load_state_dict(unet.state_dict())
+        fresh.set_progress_bar_config(disable=True)
+        expected = generate(fresh, reference_labels, guidance_scale=2.0)
+    finally:
+        ema.restore(unet.parameters())
+    np.testing.assert_allclose(swapped, expected, rtol=0, atol=0)
+    assert np.abs(swapped - before).max() > 0.01
+    np.testing.assert_allclose(generate(tiny_pipe, reference_labels, guidance_scale=2.0), before, rtol=0, atol=0)
+
+
+def test_each_distinct_map_is_encoded_once_and_released(tiny_pipe, reference_labels, monkeypatch):
+    """Guided, 3 images per map: 2 maps + 1 null map are encoded (not 12), once per call, and not kept afterwards."""
+    import gc
+    import weakref
+
+    from lung_diffusers.models import SPADEResnetBlock2D
+
+    encoded, returned = [], []
+    encode = SPADEResnetBlock2D.encode_segmentation
+    forward = SemanticUNet2DModel.forward
+
+    def spy_encode(self, one_hot, size):
+        encoded.append(one_hot.shape[0])
+        return encode(self, one_hot, size)
+
+    def spy_forward(self, *args, **kwargs):
+        result = forward(self, *args, **kwargs)
+        if result.segmentation_features is not None:
+            returned.append(weakref.ref(result.segmentation_features))
+        return result
+
+    monkeypatch.setattr(SPADEResnetBlock2D, "encode_segmentation", spy_encode)
+    monkeypatch.setattr(SemanticUNet2DModel, "forward", spy_forward)
+    blocks = len(tiny_pipe.unet._spade_resnets)
+    reused = generate(tiny_pipe, reference_labels, guidance_scale=1.5, num_images_per_prompt=3, reuse_mask_features=True)
+    assert encoded == [3] * blocks and len(returned) == 1
+    gc.collect()
+    assert returned[0]() is None
+
+    encoded.clear()
+    recomputed = generate(tiny_pipe, reference_labels, guidance_scale=1.5, num_images_per_prompt=3,
+                          reuse_mask_features=False)
+    assert encoded == [3] * blocks * STEPS  # the memory-saving mode re-runs the mask branch, block by block
+    np.testing.assert_allclose(recomputed, reused, rtol=0, atol=0)
+
+
+def test_default_reuses_mask_features_only_when_they_fit(tiny_pipe, monkeypatch):
+    import collections
+
+    needed = tiny_pipe.unet.segmentation_feature_bytes(32, 32, num_maps=3)
+    memory = collections.namedtuple("memory", "available")
+    monkeypatch.setattr("psutil.virtual_memory", lambda: memory(available=10 * needed))
+    assert tiny_pipe.should_reuse_mask_features(3, 32, 32, "cpu", torch.float32)
+    monkeypatch.setattr("psutil.virtual_memory", lambda: memory(available=needed))
+    assert not tiny_pipe.should_reuse_mask_features(3, 32, 32, "cpu", torch.float32)
+
+
+def test_mask_is_encoded_by_forward_behind_the_offload_hook(tiny_pipe, reference_labels, monkeypatch):
+    """Under model offload, accelerate's hook moves the U-Net to the execution device when forward is called:
+    the mask must be encoded inside forward (and on the execution device), never before."""
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    events = []
+
+    class RecordingHook(ModelHook):  # what cpu_offload_with_hook installs, minus the device moves
+        execution_device = torch.device("cpu")
+
+        def pre_forward(self, module, *args, **kwargs):
+            events.append("hook")
+            return args, kwargs
+
+    encode = SemanticUNet2DModel._encode_one_hot
+
+    def spy_encode(self, one_hot):
+        events.append(f"encode on {one_hot.device}")
+        return encode(self, one_hot)
+
+    monkeypatch.setattr(SemanticUNet2DModel, "_encode_one_hot", spy_encode)
+    add_hook_to_module(tiny_pipe.unet, RecordingHook())
+    assert tiny_pipe._execution_device == torch.device("cpu")
+    generate(tiny_pipe, reference_labels, guidance_scale=1.5, num_inference_steps=2)
+    assert events[:2] == ["hook", "encode on cpu"]
+
+
+def test_learned_variance_type_is_refused_with_a_fix(tiny_pipe, reference_labels):
+    tiny_pipe.scheduler = DDPMScheduler.from_config(tiny_pipe.scheduler.config, variance_type="learned")
+    with pytest.raises(ValueError, match="learned_range"):
+        tiny_pipe(reference_labels, num_inference_steps=2)
+
+
+def test_latent_output_is_the_final_sample_untouched(tiny_pipe, reference_labels):
+    final = {}
+
+    def keep(pipe, step, timestep, callback_kwargs):
+        final["latents"] = callback_kwargs["latents"].clone()
+        return {}
+
+    latents = generate(tiny_pipe, reference_labels, output_type="latent", callback_on_step_end=keep)
+    torch.testing.assert_close(latents, final["latents"], rtol=0, atol=0)
+    images = generate(tiny_pipe, reference_labels, output_type="pt")
+    torch.testing.assert_close((latents / 2 + 0.5).clamp(0, 1), images, rtol=0, atol=0)
+
+
+def test_call_state_properties_and_interrupt(tiny_pipe, reference_labels):
+    seen = []
+
+    def callback(pipe, step, timestep, callback_kwargs):
+        seen.append((step, pipe.guidance_scale, pipe.do_classifier_free_guidance, pipe.num_timesteps))
+        if step == 2:
+            pipe._interrupt = True
+        return {}
+
+    generate(tiny_pipe, reference_labels, guidance_scale=2.5, callback_on_step_end=callback)
+    assert seen == [(0, 2.5, True, STEPS), (1, 2.5, True, STEPS), (2, 2.5, True, STEPS)]  # stopped after step 2
+    generate(tiny_pipe, reference_labels, num_inference_steps=2)
+    assert tiny_pipe.interrupt is False and tiny_pipe.do_classifier_free_guidance is False
+
+
+def test_pipeline_callback_objects_are_accepted(tiny_pipe, reference_labels):
+    from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
+    class Constant(PipelineCallback):
+        tensor_inputs = ["latents"]
+
+        def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+            if step_index == self.config.cutoff_step_index:
+                return {"latents": torch.full_like(callback_kwargs["latents"], 0.5)}
+            return callback_kwargs
+
+    images = generate(tiny_pipe, reference_labels, callback_on_step_end=MultiPipelineCallbacks(
+        [Constant(cutoff_step_ratio=None, cutoff_step_index=STEPS - 1)]))
+    np.testing.assert_allclose(images, 0.75)

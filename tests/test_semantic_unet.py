@@ -61,33 +61,53 @@ def test_mask_feature_reuse_equals_recomputing(tiny_unet, reference_labels):
             torch.testing.assert_close(reused, recomputed, rtol=0, atol=0)
 
 
-def test_null_features_are_cached_and_mixed_batches_match(tiny_unet, reference_labels):
+def test_shared_maps_are_encoded_once_and_match_row_by_row(tiny_unet, reference_labels):
+    # Two maps with 2 images each, then the null map for 3 images: 7 images from 3 encoded maps.
     one_hot = tiny_unet.segmentation_to_one_hot(reference_labels)
-    mixed = torch.cat([one_hot[:1], torch.zeros_like(one_hot[:1]), one_hot[1:]])
-    sample = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    maps = torch.cat([one_hot, torch.zeros_like(one_hot[:1])])
+    per_image = maps[[0, 0, 1, 1, 2, 2, 2]]
+    sample = torch.randn(7, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        tiny_unet._null_features_cache.clear()
-        cached = tiny_unet(sample, 100, segmentation_features=tiny_unet.encode_segmentation(mixed)).sample
-        assert len(tiny_unet._null_features_cache) == 1
-        # Row by row, without any cache, gives the same numbers.
-        with torch.enable_grad():
-            rows = [tiny_unet(sample[i : i + 1], 100, mixed[i : i + 1]).sample.detach() for i in range(3)]
-    torch.testing.assert_close(cached, torch.cat(rows), rtol=1e-5, atol=1e-5)
+        features = tiny_unet.encode_segmentation(maps, repeats=(2, 2, 3))
+        assert features.num_maps == 3 and features.num_images == 7 and features.map_groups == ((2, 2), (1, 3))
+        assert features.nbytes == tiny_unet.segmentation_feature_bytes(32, 32, num_maps=3)
+        shared = tiny_unet(sample, 100, segmentation_features=features).sample
+        inline = tiny_unet(sample, 100, segmentation=maps, segmentation_repeats=(2, 2, 3)).sample
+        rows = torch.cat([tiny_unet(sample[i : i + 1], 100, per_image[i : i + 1]).sample for i in range(7)])
+    torch.testing.assert_close(inline, shared, rtol=0, atol=0)
+    torch.testing.assert_close(shared, rows, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="repeats"):
+        tiny_unet.encode_segmentation(maps, repeats=(2, 2))
 
 
-def test_null_feature_cache_follows_weight_updates(reference_labels):
+def test_forward_returns_features_computed_on_the_sample_device(tiny_unet, reference_labels):
+    sample = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        result = tiny_unet(sample, 3, reference_labels.numpy(), return_segmentation_features=True)
+        assert result.segmentation_features.modulations[0][0].device == sample.device
+        again = tiny_unet(sample, 3, segmentation_features=result.segmentation_features).sample
+    torch.testing.assert_close(again, result.sample, rtol=0, atol=0)
+    assert tiny_unet(sample, 3, reference_labels).segmentation_features is None  # only when asked
+
+
+def test_model_keeps_no_mask_features(reference_labels):
+    """Nothing of a mask outlives the call that used it: no cache on the model, whatever the device or dtype."""
+    import gc
+    import weakref
+
     model = SemanticUNet2DModel(sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
                                 attention_downsample_factors=(2,), attention_head_dim=16).eval()
-    null = torch.zeros(1, 6, 32, 32)
-    sample = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
-        before = model(sample, 10, null).sample
-        model.mid_block.resnets[0].norm1.mlp_beta.bias.add_(1.0)  # what an optimizer step does
-        after = model(sample, 10, null).sample
-        with torch.enable_grad():
-            fresh = model(sample, 10, null).sample.detach()  # the uncached path
-    assert not torch.allclose(before, after)
-    torch.testing.assert_close(after, fresh, rtol=0, atol=0)
+        features = model.encode_segmentation(torch.zeros(1, 6, 32, 32))
+        model(torch.randn(2, 1, 32, 32), 5, segmentation_features=features)
+        model.to(torch.bfloat16)(torch.randn(2, 1, 32, 32, dtype=torch.bfloat16), 5, reference_labels)
+    alive = weakref.ref(features)
+    del features
+    gc.collect()
+    assert alive() is None
+    held = {name: value for name, value in vars(model).items() if torch.is_tensor(value)}
+    held.update({name: value for name, value in vars(model).items() if isinstance(value, dict) and "cache" in name})
+    assert not held
 
 
 def test_label_map_forms_are_equivalent(tiny_unet, reference_labels):
@@ -124,8 +144,10 @@ def test_bad_shapes_are_rejected(tiny_unet, reference_labels):
     with pytest.raises(ValueError, match="either"):
         tiny_unet(torch.randn(1, 1, 32, 32), 1)
     features = tiny_unet.encode_segmentation(reference_labels)
-    with pytest.raises(ValueError, match="batch size 2"):
+    with pytest.raises(ValueError, match="for 2 images"):
         tiny_unet(torch.randn(3, 1, 32, 32), 1, segmentation_features=features)
+    with pytest.raises(TypeError, match="SegmentationFeatures"):
+        tiny_unet(torch.randn(2, 1, 32, 32), 1, segmentation_features=features.modulations)
     with pytest.raises(ValueError, match="another image size"):
         tiny_unet(torch.randn(2, 1, 64, 64), 1, segmentation_features=features)
 
@@ -169,8 +191,16 @@ def test_gradient_checkpointing_gives_the_same_gradients(reference_labels):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_attention_uses_pytorch_sdpa(tiny_unet):
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    processors = {type(m.processor) for m in tiny_unet.modules() if hasattr(m, "processor")}
-    assert processors == {AttnProcessor2_0}
+def test_precomputed_features_path_has_no_graph_breaks(tiny_unet, reference_labels):
+    """The sampling loop's forward (features given) traces as one graph; inductor itself is benchmarked, not tested."""
+    sample = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        features = tiny_unet.encode_segmentation(reference_labels, repeats=(1, 1))
+        expected = tiny_unet(sample, torch.tensor(7), segmentation_features=features).sample
+        torch._dynamo.reset()
+        compiled = torch.compile(tiny_unet, fullgraph=True, backend="eager")
+        try:
+            out = compiled(sample, torch.tensor(7), segmentation_features=features).sample
+        finally:
+            torch._dynamo.reset()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

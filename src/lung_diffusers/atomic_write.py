@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-
 # ".<name>.<random>.tmp<original suffixes>", as made by atomic_file.
 _STAGED_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp(\.[^.]+)*$")
 

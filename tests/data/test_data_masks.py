@@ -4,7 +4,6 @@ import pytest
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from lung_diffusers.labels import LABEL_NAMES, MALIGNANCY_LABEL_NAMES
 from lung_diffusers.data.contact_sheet import MASK_COLORS_RGB, contact_sheet, mask_to_rgb
 from lung_diffusers.data.masks import (
     BODY,
@@ -19,6 +18,7 @@ from lung_diffusers.data.masks import (
     resize_ct_image,
     resize_label_map,
 )
+from lung_diffusers.labels import LABEL_NAMES, MALIGNANCY_LABEL_NAMES
 
 
 def _chest_phantom() -> np.ndarray:

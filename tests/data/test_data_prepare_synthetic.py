@@ -136,7 +136,8 @@ def test_settings_and_records_have_their_own_module_and_old_imports_still_work()
     # The card's annotations resolve at run time: no import cycle hidden behind TYPE_CHECKING.
     hints = typing.get_type_hints(dataset_card.dataset_card)
     assert hints["settings"] is PrepareSettings and typing.get_args(hints["records"]) == (SeriesRecord,)
-    from lung_diffusers.data import PrepareSettings as exported, read_series_records
+    from lung_diffusers.data import PrepareSettings as exported
+    from lung_diffusers.data import read_series_records
 
     assert exported is luna16_dataset.PrepareSettings is dataset_layout.PrepareSettings
     assert read_series_records is luna16_dataset.read_series_records

@@ -14,10 +14,52 @@ from diffusers.models.unets.unet_2d_blocks import AttnDownBlock2D, DownBlock2D, 
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..label_maps import as_label_tensor
 from .semantic_unet_2d_blocks import SPADEMidBlock2D, SPADEUpBlock2D
+from .spade import MapGroups
 
-# One entry per SPADE resnet of the decoder, in forward order: (scale1, shift1, scale2, shift2).
-SegmentationFeatures = tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], ...]
+
+@dataclass(frozen=True)
+class SegmentationFeatures:
+    """The SPADE modulations of every decoder norm for a batch of label maps: what
+    :meth:`SemanticUNet2DModel.encode_segmentation` returns and ``forward(..., segmentation_features=)`` reuses.
+
+    Args:
+        modulations: one ``(scale1, shift1, scale2, shift2)`` entry per SPADE res block, in forward order, each
+            tensor with one row per distinct label map.
+        repeats: images per map, in batch order (e.g. ``(3, 3, 6)``: two maps with 3 images each, then a null
+            map shared by 6 guidance images). `None`: one image per map. A map's rows are stored once, however
+            many images use it.
+    """
+
+    modulations: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], ...]
+    repeats: tuple[int, ...] | None = None
+
+    @property
+    def num_maps(self) -> int:
+        return self.modulations[0][0].shape[0]
+
+    @property
+    def num_images(self) -> int:
+        return self.num_maps if self.repeats is None else sum(self.repeats)
+
+    @property
+    def map_groups(self) -> MapGroups | None:
+        """Runs of ``(maps, images_per_map)``, the form the SPADE norms broadcast with."""
+        if self.repeats is None or all(r == 1 for r in self.repeats):
+            return None
+        runs: list[list[int]] = []
+        for r in self.repeats:
+            if runs and runs[-1][1] == r:
+                runs[-1][0] += 1
+            else:
+                runs.append([1, r])
+        return tuple((maps, r) for maps, r in runs)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the features."""
+        return sum(t.numel() * t.element_size() for entry in self.modulations for t in entry)
 
 
 @dataclass
@@ -29,9 +71,12 @@ class SemanticUNet2DOutput(BaseOutput):
         sample (`torch.Tensor` of shape `(batch_size, out_channels, height, width)`):
             The predicted noise (the first ``in_channels`` channels) and, for learned-variance models,
             the variance interpolation values ``v`` in the last ``in_channels`` channels.
+        segmentation_features (`SegmentationFeatures`, *optional*): The mask features computed in this call,
+            when ``return_segmentation_features=True``, to pass to the next call.
     """
 
     sample: torch.Tensor
+    segmentation_features: SegmentationFeatures | None = None
 
 
 class SemanticUNet2DModel(ModelMixin, ConfigMixin):
@@ -93,7 +138,7 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
 
         >>> # Mask features do not depend on the noisy image or the timestep: compute them once, reuse them.
         >>> features = unet.encode_segmentation(labels)
-        >>> torch.allclose(unet(noisy, 10, segmentation_features=features).sample, unet(noisy, 10, labels).sample)
+        >>> torch.equal(unet(noisy, 10, segmentation_features=features).sample, unet(noisy, 10, labels).sample)
         True
         ```
     """
@@ -205,8 +250,6 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
 
-        self._null_features_cache: dict = {}
-
     # ------------------------------------------------------------------ configuration
 
     def _check_config(self) -> None:
@@ -267,104 +310,82 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ segmentation
 
-    def segmentation_to_one_hot(self, segmentation: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def segmentation_to_one_hot(
+        self, segmentation: torch.Tensor | np.ndarray, device: torch.device | None = None
+    ) -> torch.Tensor:
         """Validate a label map or one-hot map and return a one-hot ``(B, num_classes, H, W)`` tensor.
 
-        Accepts an integer label map ``(B, H, W)`` or ``(B, 1, H, W)`` (integer dtype, or float holding whole
-        numbers), or a one-hot ``(B, num_classes, H, W)`` float map; an all-zero one-hot is the null condition
-        of classifier-free guidance.
+        Accepts what :func:`lung_diffusers.label_maps.as_label_tensor` accepts (integer label maps ``(B, H, W)`` or
+        ``(B, 1, H, W)``, numpy, PIL, lists), or a one-hot ``(B, num_classes, H, W)`` float map; an all-zero one-hot
+        is the null condition of classifier-free guidance. The result is on ``device`` (default: the model's).
         """
         k = self.config.num_classes
-        seg = segmentation if torch.is_tensor(segmentation) else torch.as_tensor(np.asarray(segmentation))
-        seg = seg.to(self.device)
-        if seg.ndim == 4 and seg.shape[1] == k:
-            if not seg.is_floating_point():
-                seg = seg.float()
-            if not torch.isfinite(seg).all():
+        device = self.device if device is None else device
+        if torch.is_tensor(segmentation) and segmentation.ndim == 4 and segmentation.shape[1] == k:
+            one_hot = segmentation.to(device)
+            if not one_hot.is_floating_point():
+                one_hot = one_hot.float()
+            if not torch.isfinite(one_hot).all():
                 raise ValueError("the one-hot segmentation contains NaN or infinite values")
-            return seg.to(self.dtype)
-        if seg.ndim == 4 and seg.shape[1] == 1:
-            seg = seg[:, 0]
-        if seg.ndim != 3:
-            raise ValueError(
-                f"segmentation must be a label map of shape (B, H, W) or (B, 1, H, W), or a one-hot map of shape "
-                f"(B, {k}, H, W); got shape {tuple(seg.shape)}"
-            )
-        if seg.dtype == torch.bool or seg.is_complex():
-            raise TypeError(f"segmentation label maps must hold integer class ids, got dtype {seg.dtype}")
-        if seg.is_floating_point():
-            if not torch.isfinite(seg).all():
-                raise ValueError("the segmentation label map contains NaN or infinite values")
-            if (seg != seg.round()).any():
-                raise ValueError("the segmentation label map has fractional values; labels must be whole class ids")
-        seg = seg.long()
-        if seg.numel() and (seg.min() < 0 or seg.max() >= k):
-            raise ValueError(
-                f"segmentation labels must lie in [0, {k}) for this model (num_classes={k}); "
-                f"got values from {int(seg.min())} to {int(seg.max())}"
-            )
-        return F.one_hot(seg, k).permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.contiguous_format)
+            return one_hot.to(self.dtype)
+        if isinstance(segmentation, np.ndarray) and segmentation.ndim == 4 and segmentation.shape[1] == k:
+            return self.segmentation_to_one_hot(torch.from_numpy(segmentation), device)
+        labels = as_label_tensor(segmentation, k).to(device)
+        return F.one_hot(labels, k).permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.contiguous_format)
 
-    def _encode_one_hot(self, one_hot: torch.Tensor) -> list:
+    def _encode_one_hot(self, one_hot: torch.Tensor) -> tuple:
         height, width = one_hot.shape[-2:]
         levels = len(self.config.block_out_channels)
         # Each decoder block works at one resolution: the mid block at the lowest, up block i at level L-1-i.
         blocks = [(self.mid_block, levels - 1), *((block, levels - 1 - i) for i, block in enumerate(self.up_blocks))]
-        return [
+        return tuple(
             resnet.encode_segmentation(one_hot, (height >> level, width >> level))
             for block, level in blocks
             for resnet in block.spade_resnets
-        ]
+        )
 
-    def _null_features(self, height: int, width: int) -> list:
-        # Weight identity and in-place version counters change whenever the weights do (optimizer step,
-        # load_state_dict, dtype move), so a stale entry is never returned.
-        fingerprint = tuple((p.data_ptr(), p._version) for r in self._spade_resnets for p in r.parameters())
-        key = (height, width, self.device, self.dtype)
-        cached = self._null_features_cache.get(key)
-        if cached is None or cached[0] != fingerprint:
-            null_map = torch.zeros(1, self.config.num_classes, height, width, device=self.device, dtype=self.dtype)
-            if len(self._null_features_cache) >= 8:
-                self._null_features_cache.clear()
-            cached = self._null_features_cache[key] = (fingerprint, self._encode_one_hot(null_map))
-        return cached[1]
-
-    def encode_segmentation(self, segmentation: torch.Tensor | np.ndarray) -> SegmentationFeatures:
+    def encode_segmentation(
+        self,
+        segmentation: torch.Tensor | np.ndarray,
+        repeats: tuple[int, ...] | list[int] | None = None,
+        device: torch.device | None = None,
+    ) -> SegmentationFeatures:
         """Compute the SPADE modulations of every decoder norm for a batch of label maps.
 
         They depend on neither the noisy sample nor the timestep: pass them as ``segmentation_features`` to
-        :meth:`forward` to skip the label-map convolutions at every sampling step (about a third of the forward
-        cost at the thesis' size). Under ``torch.no_grad`` the all-zero (null) map's features are cached per
-        image size.
+        :meth:`forward` to skip the label-map convolutions at every sampling step (about half the forward cost).
+        Nothing is cached on the model: the features live as long as the caller keeps them.
 
         Args:
-            segmentation: label map ``(B, H, W)`` / ``(B, 1, H, W)`` or one-hot ``(B, num_classes, H, W)``.
-
-        Returns:
-            A tuple with one ``(scale1, shift1, scale2, shift2)`` entry per SPADE res block, in forward order.
+            segmentation: label maps ``(M, H, W)`` / ``(M, 1, H, W)`` or one-hot ``(M, num_classes, H, W)``.
+            repeats: images per map (``M`` entries), when images share maps (several images per mask, or
+                the null map of classifier-free guidance); the features are then stored once per map.
+            device: where to compute (default: the model's device).
         """
-        one_hot = self.segmentation_to_one_hot(segmentation)
+        one_hot = self.segmentation_to_one_hot(segmentation, device)
         self._check_spatial_size(one_hot.shape[-2:])
-        batch = one_hot.shape[0]
-        if torch.is_grad_enabled() or batch == 0:
-            return tuple(self._encode_one_hot(one_hot))
-        is_null = ~one_hot.flatten(1).ne(0).any(dim=1)
-        if not is_null.any():
-            return tuple(self._encode_one_hot(one_hot))
-        null = self._null_features(*one_hot.shape[-2:])
-        if is_null.all():
-            return tuple(tuple(t.expand(batch, *t.shape[1:]) for t in entry) for entry in null)
-        conditional = self._encode_one_hot(one_hot[~is_null])
-        merged = []
-        for cond_entry, null_entry in zip(conditional, null):
-            tensors = []
-            for cond_t, null_t in zip(cond_entry, null_entry):
-                t = cond_t.new_empty((batch, *cond_t.shape[1:]))
-                t[~is_null] = cond_t
-                t[is_null] = null_t
-                tensors.append(t)
-            merged.append(tuple(tensors))
-        return tuple(merged)
+        return SegmentationFeatures(self._encode_one_hot(one_hot), self._check_repeats(repeats, one_hot.shape[0]))
+
+    @staticmethod
+    def _check_repeats(repeats, num_maps: int) -> tuple[int, ...] | None:
+        if repeats is None:
+            return None
+        repeats = tuple(int(r) for r in repeats)
+        if len(repeats) != num_maps or min(repeats, default=0) < 1:
+            raise ValueError(f"repeats must give a positive image count for each of the {num_maps} label maps, got {repeats}")
+        return repeats
+
+    def segmentation_feature_bytes(self, height: int, width: int, num_maps: int = 1, dtype: torch.dtype | None = None) -> int:
+        """Bytes that :meth:`encode_segmentation` needs for ``num_maps`` maps of ``height x width``, without computing them."""
+        element = torch.empty((), dtype=dtype or self.dtype).element_size()
+        levels = len(self.config.block_out_channels)
+        blocks = [(self.mid_block, levels - 1), *((block, levels - 1 - i) for i, block in enumerate(self.up_blocks))]
+        values = 0
+        for block, level in blocks:
+            pixels = (height >> level) * (width >> level)
+            for resnet in block.spade_resnets:
+                values += 2 * pixels * resnet.in_channels + 2 * pixels * (4 if resnet.up else 1) * resnet.out_channels
+        return values * element * num_maps
 
     def _check_spatial_size(self, size) -> None:
         height, width = (int(s) for s in size)
@@ -384,15 +405,22 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         segmentation: torch.Tensor | np.ndarray | None = None,
         segmentation_features: SegmentationFeatures | None = None,
         return_dict: bool = True,
+        segmentation_repeats: tuple[int, ...] | list[int] | None = None,
+        return_segmentation_features: bool = False,
     ) -> SemanticUNet2DOutput | tuple:
         r"""
         Args:
             sample (`torch.Tensor`): Noisy images ``(batch, in_channels, height, width)``.
             timestep (`torch.Tensor`, `float` or `int`): Diffusion step(s), a scalar or one per image.
-            segmentation: Label map ``(B, H, W)`` / ``(B, 1, H, W)`` or one-hot ``(B, num_classes, H, W)``;
+            segmentation: Label maps ``(B, H, W)`` / ``(B, 1, H, W)`` or one-hot ``(B, num_classes, H, W)``;
                 an all-zero one-hot is the null condition. Omit it when ``segmentation_features`` is given.
-            segmentation_features: Output of :meth:`encode_segmentation` for the same batch, reused across steps.
+            segmentation_features: Output of :meth:`encode_segmentation` (or of an earlier call with
+                ``return_segmentation_features=True``) for the same batch, reused across steps.
             return_dict (`bool`, defaults to `True`): Return a :class:`SemanticUNet2DOutput` instead of a tuple.
+            segmentation_repeats: Images per map when ``segmentation`` holds fewer maps than ``sample`` has images
+                (see :meth:`encode_segmentation`).
+            return_segmentation_features (`bool`): Also return the mask features computed from ``segmentation``.
+                Samplers use it to encode the mask inside ``forward``, where device-offload hooks see it.
         """
         if sample.ndim != 4 or sample.shape[1] != self.config.in_channels:
             raise ValueError(
@@ -404,14 +432,23 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
             if segmentation is None:
                 raise ValueError("pass either `segmentation` or `segmentation_features`")
             seg_shape = tuple(segmentation.shape)
-            if seg_shape[0] != batch or seg_shape[-2:] != tuple(sample.shape[-2:]):
+            maps = seg_shape[0] if segmentation_repeats is None else sum(segmentation_repeats)
+            if maps != batch or seg_shape[-2:] != tuple(sample.shape[-2:]):
                 raise ValueError(
                     f"segmentation of shape {seg_shape} does not match sample of shape {tuple(sample.shape)}: "
-                    "batch size, height and width must agree"
+                    "batch size (or the sum of segmentation_repeats), height and width must agree"
                 )
-            segmentation_features = self.encode_segmentation(segmentation)
+            if return_segmentation_features:
+                segmentation_features = self.encode_segmentation(segmentation, segmentation_repeats, device=sample.device)
         else:
             segmentation_features = self._check_features(segmentation_features, sample)
+        if segmentation_features is not None:
+            per_block, map_groups = segmentation_features.modulations, segmentation_features.map_groups
+        else:
+            # Each SPADE block encodes the one-hot map when it runs: one block's features exist at a time.
+            one_hot = self.segmentation_to_one_hot(segmentation, device=sample.device)
+            repeats = self._check_repeats(segmentation_repeats, one_hot.shape[0])
+            per_block, map_groups = (one_hot,) * len(self._spade_resnets), SegmentationFeatures((), repeats).map_groups
 
         timesteps = timestep
         if not torch.is_tensor(timesteps):
@@ -428,35 +465,43 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
             hidden_states, res_samples = block(hidden_states=hidden_states, temb=emb)
             skips += res_samples
 
-        features = iter(segmentation_features)
-        hidden_states = self.mid_block(hidden_states, emb, [next(features) for _ in self.mid_block.spade_resnets])
+        features = iter(per_block)
+        hidden_states = self.mid_block(
+            hidden_states, emb, [next(features) for _ in self.mid_block.spade_resnets], map_groups
+        )
         for block in self.up_blocks:
             num_skips = len(block.resnets)
             block_skips, skips = skips[-num_skips:], skips[:-num_skips]
-            hidden_states = block(hidden_states, block_skips, emb, [next(features) for _ in block.spade_resnets])
+            hidden_states = block(hidden_states, block_skips, emb, [next(features) for _ in block.spade_resnets], map_groups)
 
         hidden_states = self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
+        returned = segmentation_features if return_segmentation_features else None
         if not return_dict:
-            return (hidden_states,)
-        return SemanticUNet2DOutput(sample=hidden_states)
+            return (hidden_states,) if returned is None else (hidden_states, returned)
+        return SemanticUNet2DOutput(sample=hidden_states, segmentation_features=returned)
 
     def _check_features(self, features: SegmentationFeatures, sample: torch.Tensor) -> SegmentationFeatures:
+        if not isinstance(features, SegmentationFeatures):
+            raise TypeError(
+                "segmentation_features must be the SegmentationFeatures that encode_segmentation returns, "
+                f"got {type(features).__name__}"
+            )
         expected = len(self._spade_resnets)
-        if len(features) != expected or any(len(entry) != 4 for entry in features):
+        if len(features.modulations) != expected or any(len(entry) != 4 for entry in features.modulations):
             raise ValueError(
                 f"segmentation_features must come from this model's encode_segmentation "
-                f"({expected} entries of 4 tensors), got {len(features)} entries"
+                f"({expected} entries of 4 tensors), got {len(features.modulations)} entries"
             )
         levels = len(self.config.block_out_channels)
         mid_size = tuple(s >> (levels - 1) for s in sample.shape[-2:])
-        if tuple(features[0][0].shape[-2:]) != mid_size:
+        if tuple(features.modulations[0][0].shape[-2:]) != mid_size:
             raise ValueError("segmentation_features were computed for another image size than `sample`")
-        feature_batch = features[0][0].shape[0]
-        if feature_batch == sample.shape[0]:
+        batch = sample.shape[0]
+        if features.num_images == batch:
             return features
-        if feature_batch == 1:
-            return tuple(tuple(t.expand(sample.shape[0], *t.shape[1:]) for t in entry) for entry in features)
+        if features.num_maps == 1 and features.repeats is None:  # one map for the whole batch
+            return SegmentationFeatures(features.modulations, (batch,))
         raise ValueError(
-            f"segmentation_features have batch size {feature_batch}, sample has {sample.shape[0]}: "
+            f"segmentation_features are for {features.num_images} images, sample has {batch}: "
             "encode the segmentation of the same batch"
         )

@@ -14,7 +14,7 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from .spade import SPADEResnetBlock2D
+from .spade import MapGroups, SPADEResnetBlock2D
 
 BlockFeatures = Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -45,10 +45,10 @@ class _CheckpointedResnets(nn.Module):
         super().__init__()
         self.gradient_checkpointing = False
 
-    def _run_resnet(self, resnet: nn.Module, hidden_states, temb, features):
+    def _run_resnet(self, resnet: nn.Module, hidden_states, temb, features, map_groups: MapGroups | None):
         if torch.is_grad_enabled() and self.gradient_checkpointing:
-            return self._gradient_checkpointing_func(resnet, hidden_states, temb, features)
-        return resnet(hidden_states, temb, features)
+            return self._gradient_checkpointing_func(resnet, hidden_states, temb, features, map_groups)
+        return resnet(hidden_states, temb, features, map_groups)
 
 
 class SPADEMidBlock2D(_CheckpointedResnets):
@@ -69,10 +69,16 @@ class SPADEMidBlock2D(_CheckpointedResnets):
     def spade_resnets(self) -> list[SPADEResnetBlock2D]:
         return list(self.resnets)
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, segmentation_features: BlockFeatures):
-        hidden_states = self._run_resnet(self.resnets[0], hidden_states, temb, segmentation_features[0])
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        segmentation_features: BlockFeatures,
+        map_groups: MapGroups | None = None,
+    ):
+        hidden_states = self._run_resnet(self.resnets[0], hidden_states, temb, segmentation_features[0], map_groups)
         hidden_states = self.attentions[0](hidden_states)
-        return self._run_resnet(self.resnets[1], hidden_states, temb, segmentation_features[1])
+        return self._run_resnet(self.resnets[1], hidden_states, temb, segmentation_features[1], map_groups)
 
 
 class SPADEUpBlock2D(_CheckpointedResnets):
@@ -134,17 +140,18 @@ class SPADEUpBlock2D(_CheckpointedResnets):
         res_hidden_states_tuple: tuple[torch.Tensor, ...],
         temb: torch.Tensor,
         segmentation_features: BlockFeatures,
+        map_groups: MapGroups | None = None,
     ) -> torch.Tensor:
         for i, resnet in enumerate(self.resnets):
             skip = res_hidden_states_tuple[-1 - i]
             hidden_states = torch.cat([hidden_states, skip], dim=1)
-            hidden_states = self._run_resnet(resnet, hidden_states, temb, segmentation_features[i])
+            hidden_states = self._run_resnet(resnet, hidden_states, temb, segmentation_features[i], map_groups)
             if self.attentions is not None:
                 hidden_states = self.attentions[i](hidden_states)
         if self.upsamplers is not None:
             upsampler = self.upsamplers[0]
             if isinstance(upsampler, SPADEResnetBlock2D):
-                hidden_states = self._run_resnet(upsampler, hidden_states, temb, segmentation_features[-1])
+                hidden_states = self._run_resnet(upsampler, hidden_states, temb, segmentation_features[-1], map_groups)
             else:
                 hidden_states = upsampler(hidden_states)
         return hidden_states

@@ -18,6 +18,26 @@ from torch import nn
 
 # (scale, shift) of one SPADE norm: ``norm(x) * scale + shift`` with ``scale = 1 + gamma``.
 Modulation = tuple[torch.Tensor, torch.Tensor]
+# How a batch of images shares the modulations of fewer label maps: runs of ``(maps, images_per_map)``, in batch
+# order; e.g. ``((2, 3), (1, 6))`` = 2 maps with 3 images each, then one map (the guidance null map) for 6 images.
+MapGroups = tuple[tuple[int, int], ...]
+
+
+def modulate(normalized: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, map_groups: MapGroups | None) -> torch.Tensor:
+    """``normalized * scale + shift``, where scale and shift have one entry per label map (see :data:`MapGroups`).
+
+    Images of one map share its modulation through broadcasting, so a map's features are stored once however
+    many images use it.
+    """
+    if map_groups is None:
+        return torch.addcmul(shift, normalized, scale)
+    parts, image, map_index = [], 0, 0
+    for maps, per_map in map_groups:
+        chunk = normalized[image : image + maps * per_map].unflatten(0, (maps, per_map))
+        s, b = scale[map_index : map_index + maps, None], shift[map_index : map_index + maps, None]
+        parts.append(torch.addcmul(b, chunk, s).flatten(0, 1))
+        image, map_index = image + maps * per_map, map_index + maps
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class SPADEGroupNorm(nn.Module):
@@ -57,9 +77,9 @@ class SPADEGroupNorm(nn.Module):
         hidden = self.mlp_shared(segmentation)
         return 1 + self.mlp_gamma(hidden), self.mlp_beta(hidden)
 
-    def forward(self, hidden_states: torch.Tensor, modulation: Modulation) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, modulation: Modulation, map_groups: MapGroups | None = None) -> torch.Tensor:
         scale, shift = modulation
-        return torch.addcmul(shift, self.norm(hidden_states), scale)
+        return modulate(self.norm(hidden_states), scale, shift, map_groups)
 
 
 class SPADEResnetBlock2D(nn.Module):
@@ -133,10 +153,16 @@ class SPADEResnetBlock2D(nn.Module):
         self,
         input_tensor: torch.Tensor,
         temb: torch.Tensor,
-        segmentation_features: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        segmentation_features: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor,
+        map_groups: MapGroups | None = None,
     ) -> torch.Tensor:
+        """``segmentation_features``: this block's precomputed modulations, or the one-hot map itself, whose
+        modulations are then computed here and freed after use (the memory-lean path: only one block's
+        features exist at a time)."""
+        if torch.is_tensor(segmentation_features):
+            segmentation_features = self.encode_segmentation(segmentation_features, tuple(input_tensor.shape[-2:]))
         scale1, shift1, scale2, shift2 = segmentation_features
-        hidden_states = self.nonlinearity(self.norm1(input_tensor, (scale1, shift1)))
+        hidden_states = self.nonlinearity(self.norm1(input_tensor, (scale1, shift1), map_groups))
         if self.upsample is not None:
             input_tensor = self.upsample(input_tensor)
             hidden_states = self.upsample(hidden_states)
@@ -145,10 +171,10 @@ class SPADEResnetBlock2D(nn.Module):
         temb = self.time_emb_proj(self.nonlinearity(temb))[:, :, None, None]
         if self.time_embedding_norm == "scale_shift":
             time_scale, time_shift = temb.chunk(2, dim=1)
-            hidden_states = self.norm2(hidden_states, (scale2, shift2))
+            hidden_states = self.norm2(hidden_states, (scale2, shift2), map_groups)
             hidden_states = torch.addcmul(time_shift, hidden_states, 1 + time_scale)
         else:
-            hidden_states = self.norm2(hidden_states + temb, (scale2, shift2))
+            hidden_states = self.norm2(hidden_states + temb, (scale2, shift2), map_groups)
 
         hidden_states = self.conv2(self.dropout(self.nonlinearity(hidden_states)))
         if self.conv_shortcut is not None:

@@ -11,18 +11,26 @@ from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
+import psutil
 import torch
+import torch.nn.functional as F
 from diffusers import DDPMParallelScheduler, DDPMScheduler, DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo
 
+from ..label_maps import as_label_tensor
 from ..labels import HU_WINDOW, label_names
 from ..model_card import build_model_card
 from ..models import SemanticUNet2DModel
 from ..synthetic_marker import synthetic_png_text
+from .denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
+from .noise_schedule import pin_noise_schedule
 
-OUTPUT_TYPES = ("pil", "np", "pt", "hu")
+OUTPUT_TYPES = ("pil", "np", "pt", "hu", "latent")
+# Reuse the mask features when they take at most this share of the free memory of the execution device.
+MASK_FEATURE_MEMORY_SHARE = 0.5
 
 
 @dataclass
@@ -33,7 +41,8 @@ class LungSDMPipelineOutput(BaseOutput):
     Args:
         images: ``output_type="pil"``: a list of PIL images (mode ``L``, or ``RGB`` for 3-channel models);
             ``"np"``: float32 ``(B, H, W, C)`` in [0, 1]; ``"pt"``: a tensor ``(B, C, H, W)`` in [0, 1];
-            ``"hu"``: float32 ``(B, H, W)`` in Hounsfield units.
+            ``"hu"``: float32 ``(B, H, W)`` in Hounsfield units; ``"latent"``: the final sample ``(B, C, H, W)``
+            in the model's [-1, 1] scale, untouched.
         synthetic (`bool`): Always `True`: these are generated images, not scans of patients.
     """
 
@@ -44,13 +53,13 @@ class LungSDMPipelineOutput(BaseOutput):
 def scheduler_uses_learned_variance(scheduler) -> bool:
     """Whether ``scheduler.step`` reads the learned-variance channels after epsilon.
 
-    Only the DDPM schedulers do (they split the output by the sample's channel count). The others either
-    ignore them or, like DPMSolverMultistep with ``variance_type`` set, slice ``[:, :3]`` assuming RGB,
-    which is wrong for 1-channel CT; they must get the epsilon half alone.
+    Only the DDPM schedulers with ``variance_type="learned_range"`` do (they split the output by the sample's
+    channel count). The others either ignore them or, like DPMSolverMultistep with ``variance_type`` set,
+    slice ``[:, :3]`` assuming RGB, which is wrong for 1-channel CT; they must get the epsilon half alone.
     """
-    return isinstance(scheduler, (DDPMScheduler, DDPMParallelScheduler)) and scheduler.config.variance_type in (
-        "learned",
-        "learned_range",
+    return (
+        isinstance(scheduler, (DDPMScheduler, DDPMParallelScheduler))
+        and scheduler.config.variance_type == "learned_range"
     )
 
 
@@ -107,51 +116,37 @@ class LungSDMPipeline(DiffusionPipeline):
         low, high = (float(v) for v in hu_window)
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"hu_window must be two finite values (low, high) with low < high, got {hu_window}")
+        pin_noise_schedule(scheduler)  # so that Heun/LMS.from_config(pipe.scheduler.config) keep the betas
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(hu_window=[low, high])
+        self._guidance_scale = 1.0
+        self._num_timesteps = 0
+        self._interrupt = False
+
+    # ------------------------------------------------------------------ state during a call (diffusers' contract)
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale != 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` from a step-end callback to skip the remaining steps."""
+        return self._interrupt
 
     # ------------------------------------------------------------------ inputs
 
     def prepare_segmentation(self, segmentation) -> torch.Tensor:
-        """Label map(s) -> an integer-valued tensor ``(B, H, W)``; shape and type checked, values checked later."""
-        if isinstance(segmentation, (list, tuple)):
-            if not segmentation:
-                raise ValueError("segmentation is an empty list")
-            maps = [self.prepare_segmentation(item) for item in segmentation]
-            if any(m.shape[0] != 1 for m in maps):
-                raise ValueError("a list of label maps must hold one (H, W) map per image")
-            if len({tuple(m.shape) for m in maps}) != 1:
-                raise ValueError(f"label maps in a list must share one size, got {sorted({tuple(m.shape[1:]) for m in maps})}")
-            return torch.cat(maps)
-        if isinstance(segmentation, PIL.Image.Image):
-            if segmentation.mode not in ("L", "P", "I", "I;16"):
-                raise ValueError(
-                    f"a PIL label map must be single-channel (mode L, P or I), got mode {segmentation.mode}. "
-                    "RGB masks are rejected because colours are not labels: save masks with "
-                    "PIL.Image.fromarray(labels.astype(np.uint8))."
-                )
-            segmentation = np.array(segmentation)
-        if isinstance(segmentation, np.ndarray):
-            if segmentation.dtype.kind not in "iuf":
-                raise TypeError(f"label maps must hold integer class ids, got numpy dtype {segmentation.dtype}")
-            # torch has no uint16/uint32 arithmetic on every build; the values are small labels anyway.
-            segmentation = torch.from_numpy(segmentation.astype(np.float64 if segmentation.dtype.kind == "f" else np.int64))
-        if not torch.is_tensor(segmentation):
-            raise TypeError(
-                "segmentation must be a numpy array, a torch tensor, a PIL image (mode L, P or I) or a list of them, "
-                f"got {type(segmentation).__name__}"
-            )
-        if segmentation.dtype == torch.bool or segmentation.is_complex():
-            raise TypeError(f"label maps must hold integer class ids, got dtype {segmentation.dtype}")
-        if segmentation.ndim == 2:
-            segmentation = segmentation[None]
-        elif segmentation.ndim == 4 and segmentation.shape[1] == 1:
-            segmentation = segmentation[:, 0]
-        if segmentation.ndim != 3:
-            raise ValueError(
-                f"a label map must have shape (H, W), (B, H, W) or (B, 1, H, W), got {tuple(segmentation.shape)}"
-            )
-        return segmentation
+        """Label map(s) -> a validated integer tensor ``(B, H, W)`` (shape, type and label values)."""
+        return as_label_tensor(segmentation, self.unet.config.num_classes)
 
     def check_inputs(
         self,
@@ -175,11 +170,19 @@ class LungSDMPipeline(DiffusionPipeline):
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
             raise TypeError(f"num_inference_steps must be an integer, got {num_inference_steps!r}")
         if not 1 <= num_inference_steps <= train_steps:
-            raise ValueError(f"num_inference_steps must be between 1 and the {train_steps} training steps, got {num_inference_steps}")
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.floating, np.integer)):
+            raise ValueError(
+                f"num_inference_steps must be between 1 and the scheduler's {train_steps} training steps, "
+                f"got {num_inference_steps}"
+            )
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.number)):
             raise TypeError(f"guidance_scale must be a number, got {guidance_scale!r}")
         if not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+        if guidance_scale < 0:
+            raise ValueError(
+                f"guidance_scale must be >= 0 (1 disables guidance, SDM used 1.5), got {guidance_scale}: "
+                "a negative scale pushes the image away from the mask"
+            )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, (int, np.integer)) or num_images_per_prompt < 1:
@@ -196,9 +199,20 @@ class LungSDMPipeline(DiffusionPipeline):
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} are not among {self._callback_tensor_inputs}")
+        self.check_scheduler()
+
+    def check_scheduler(self) -> None:
+        """Refuse scheduler settings that cannot work with this U-Net."""
+        variance_type = self.scheduler.config.get("variance_type")
+        if isinstance(self.scheduler, (DDPMScheduler, DDPMParallelScheduler)) and variance_type == "learned":
+            raise ValueError(
+                "variance_type='learned' reads the variance channel as a variance, which for SDM models is an "
+                "interpolation value in [-1, 1] (its square root is NaN). SDM's parameterisation is 'learned_range': "
+                "pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, variance_type='learned_range')"
+            )
         if scheduler_uses_learned_variance(self.scheduler) and not self.unet.learned_variance:
             raise ValueError(
-                f"the scheduler's variance_type={self.scheduler.config.variance_type!r} needs a learned-variance model, "
+                f"the scheduler's variance_type={variance_type!r} needs a learned-variance model, "
                 "but this U-Net predicts epsilon only; use e.g. DDPMScheduler.from_config(pipe.scheduler.config, "
                 "variance_type='fixed_small')"
             )
@@ -222,9 +236,27 @@ class LungSDMPipeline(DiffusionPipeline):
             extra["use_clipped_model_output"] = True
         return extra
 
+    def should_reuse_mask_features(self, num_maps: int, height: int, width: int, device, dtype) -> bool:
+        """The default of ``reuse_mask_features``: keep the features when they take at most half the free memory.
+
+        At 64 px they are a few MiB; at the thesis' 256 px about 1.9 GiB per map in float32 (0.95 GiB in bf16),
+        so on a small GPU a large guided batch recomputes them at each step instead.
+        """
+        needed = self.unet.segmentation_feature_bytes(height, width, num_maps, dtype)
+        device = torch.device(device)
+        if device.type == "cuda":
+            free = torch.cuda.mem_get_info(device)[0]
+        elif device.type == "cpu":
+            free = psutil.virtual_memory().available
+        else:
+            return True
+        return needed <= MASK_FEATURE_MEMORY_SHARE * free
+
     # ------------------------------------------------------------------ outputs
 
     def postprocess(self, latents: torch.Tensor, output_type: str):
+        if output_type == "latent":
+            return latents
         images = (latents / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
             return images
@@ -253,9 +285,11 @@ class LungSDMPipeline(DiffusionPipeline):
         output_type: str = "pil",
         num_images_per_prompt: int = 1,
         return_dict: bool = True,
-        callback_on_step_end: Callable | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
         eta: float = 0.0,
+        clip_denoised: bool = True,
+        reuse_mask_features: bool | None = None,
     ) -> LungSDMPipelineOutput | tuple:
         r"""
         Generate synthetic CT slices that follow the given label maps.
@@ -266,24 +300,34 @@ class LungSDMPipeline(DiffusionPipeline):
                 Values must lie in ``[0, num_classes)``; H and W must be multiples of the U-Net's downsampling.
             num_inference_steps (`int`, defaults to 50): Denoising steps (at most the training steps).
                 DDPM needs many (SDM used 1000); DPM-Solver++ and UniPC work with about 20.
-            guidance_scale (`float`, defaults to 1.0): Classifier-free guidance weight ``s`` in
+            guidance_scale (`float`, defaults to 1.0): Classifier-free guidance weight ``s >= 0`` in
                 ``eps = eps_null + s * (eps_cond - eps_null)``. 1.0 disables guidance (one model pass per step);
                 SDM used 1.5 with models fine-tuned with condition dropout.
             generator (`torch.Generator` or a list of them): One generator, or one per image, for reproducibility.
             latents (`torch.Tensor`, *optional*): Initial noise ``(B * num_images_per_prompt, C, H, W)``.
             output_type (`str`, defaults to `"pil"`): ``"pil"``, ``"np"`` (float32 ``(B, H, W, C)`` in [0, 1]),
-                ``"pt"`` (``(B, C, H, W)`` in [0, 1]) or ``"hu"`` (float32 ``(B, H, W)`` in Hounsfield units).
+                ``"pt"`` (``(B, C, H, W)`` in [0, 1]), ``"hu"`` (float32 ``(B, H, W)`` in Hounsfield units) or
+                ``"latent"`` (the final sample, untouched).
             num_images_per_prompt (`int`, defaults to 1): Images per label map.
             return_dict (`bool`, defaults to `True`): Return a [`LungSDMPipelineOutput`] rather than a tuple.
-            callback_on_step_end (`Callable`, *optional*): Called as
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*): Called as
                 ``callback_on_step_end(pipe, step, timestep, callback_kwargs)`` after every step; may return a
-                dict replacing tensors named in ``callback_on_step_end_tensor_inputs``.
+                dict whose ``"latents"`` replaces the current sample.
             callback_on_step_end_tensor_inputs (`list[str]`): Tensors passed to the callback (``"latents"``).
             eta (`float`, defaults to 0.0): DDIM's eta (0 is deterministic DDIM); ignored by other schedulers.
+            clip_denoised (`bool`, defaults to `True`): Clip the denoised estimate x0 to [-1, 1] at every step, as
+                guided-diffusion samples SDM. DDPM and DDIM clip themselves (their ``clip_sample``); for every
+                other scheduler the pipeline clips x0 and passes the matching noise. `False` leaves the model
+                output as it is (a scheduler's own ``clip_sample`` still applies).
+            reuse_mask_features (`bool`, *optional*): Compute the mask's SPADE features once and reuse them at
+                every step (about twice as fast), or recompute them per step (less memory). Default: reuse when
+                they take at most half the free memory of the device (see ``should_reuse_mask_features``).
 
         Returns:
             [`LungSDMPipelineOutput`] (``images``, ``synthetic=True``), or the tuple ``(images, True)``.
         """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         labels = self.prepare_segmentation(segmentation)
         self.check_inputs(
             labels,
@@ -295,31 +339,54 @@ class LungSDMPipeline(DiffusionPipeline):
             latents,
             callback_on_step_end_tensor_inputs,
         )
+        self._guidance_scale, self._interrupt = float(guidance_scale), False
         device, dtype = self._execution_device, self.unet.dtype
-        one_hot = self.unet.segmentation_to_one_hot(labels.to(device))  # checks the label values
-        one_hot = one_hot.repeat_interleave(num_images_per_prompt, dim=0)
-        batch, channels = one_hot.shape[0], self.unet.config.in_channels
+        num_classes, channels = self.unet.config.num_classes, self.unet.config.in_channels
+        height, width = labels.shape[-2:]
 
-        do_guidance = guidance_scale != 1.0
-        if do_guidance:
-            # Conditional and null passes run as one batch; the null map is all zeros.
-            one_hot = torch.cat([one_hot, torch.zeros_like(one_hot)])
-        features = self.unet.encode_segmentation(one_hot)
+        # Each distinct map is encoded once, however many images share it; the null map of guidance once for all.
+        maps = F.one_hot(labels.to(device), num_classes).permute(0, 3, 1, 2).to(dtype)
+        batch = maps.shape[0] * num_images_per_prompt
+        repeats = (num_images_per_prompt,) * maps.shape[0]
+        if self.do_classifier_free_guidance:
+            maps = torch.cat([maps, maps.new_zeros(1, num_classes, height, width)])
+            repeats += (batch,)
+        if reuse_mask_features is None:
+            reuse_mask_features = self.should_reuse_mask_features(maps.shape[0], height, width, device, dtype)
 
-        latents = self.prepare_latents((batch, channels, *one_hot.shape[-2:]), dtype, device, generator, latents)
+        latents = self.prepare_latents((batch, channels, height, width), dtype, device, generator, latents)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         pass_variance = scheduler_uses_learned_variance(self.scheduler)
+        clip_here = clip_denoised and not scheduler_clips_itself(self.scheduler)
 
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            model_input = torch.cat([latents] * 2) if do_guidance else latents
+        features = None
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            if self.interrupt:
+                continue
+            model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            output = self.unet(model_input, t, segmentation_features=features).sample
-            noise, variance = output[:, :channels], output[:, channels:]
-            if do_guidance:
+            if features is None:
+                # The mask is encoded inside forward, so offload hooks move the SPADE weights for it.
+                result = self.unet(
+                    model_input,
+                    t,
+                    segmentation=maps,
+                    segmentation_repeats=repeats,
+                    return_segmentation_features=reuse_mask_features,
+                )
+                features = result.segmentation_features
+            else:
+                result = self.unet(model_input, t, segmentation_features=features)
+            noise, variance = result.sample[:, :channels], result.sample[:, channels:]
+            if self.do_classifier_free_guidance:
                 noise_cond, noise_null = noise.chunk(2)
-                noise = noise_null + guidance_scale * (noise_cond - noise_null)
+                noise = noise_null + self.guidance_scale * (noise_cond - noise_null)
                 variance = variance[:batch]
+            if clip_here:
+                noise = clip_denoised_epsilon(self.scheduler, latents, noise, t)
             model_output = torch.cat([noise, variance], dim=1) if pass_variance else noise
             latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs).prev_sample
 
@@ -329,6 +396,7 @@ class LungSDMPipeline(DiffusionPipeline):
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 latents = callback_outputs.pop("latents", latents)
 
+        del features  # nothing of the mask outlives the call
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
@@ -337,8 +405,11 @@ class LungSDMPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ hub
 
-    def model_card(self, repo_id: str = "path/to/pipeline"):
-        """The pipeline's model card (synthetic-data warning, config summary, labels)."""
+    def model_card(self, repo_id: str = "path/to/pipeline", training=None, fidelity: str | None = None):
+        """The pipeline's model card (synthetic-data warning, config summary, labels).
+
+        ``training`` (``(fact, value)`` rows about the training run) and ``fidelity`` (markdown) add sections.
+        """
         unet = self.unet.config
         names = label_names(unet.num_classes)
         return build_model_card(
@@ -365,6 +436,8 @@ class LungSDMPipeline(DiffusionPipeline):
             ],
             labels=[(value, name.replace("_", " ")) for value, name in enumerate(names)],
             tags=["semantic-diffusion-model", "image-generation"],
+            training=training,
+            fidelity=fidelity,
         )
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
