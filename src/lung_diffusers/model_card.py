@@ -21,8 +21,14 @@ def build_model_card(
     details: list[tuple[str, str]],
     labels: list[tuple[int, str]],
     tags: list[str],
+    import_line: str | None = None,
+    training: list[tuple[str, str]] | None = None,
+    fidelity: str | None = None,
 ) -> ModelCard:
-    """Render the project's model card template (no network access)."""
+    """Render the project's model card template (no network access).
+
+    ``training`` (a table of facts about the training run) and ``fidelity`` (markdown) add sections.
+    """
     card_data = ModelCardData(
         library_name="diffusers",
         tags=["lung-diffusers", "diffusers", "medical-imaging", "computed-tomography", "lung", "synthetic-data", *tags],
@@ -39,4 +45,7 @@ def build_model_card(
         details=details,
         labels=labels,
         version=__version__,
+        import_line=import_line or f"from lung_diffusers import {pipeline_class}, save_synthetic_png",
+        training=training,
+        fidelity=fidelity,
     )

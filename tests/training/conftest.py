@@ -1,0 +1,86 @@
+"""Fixtures of the training tests: the training script, a private datasets cache, tiny and real datasets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from training_support import REAL_SERIES, TRAIN_SDM, load_script, phantom_rows, write_slice_dataset
+
+
+@pytest.fixture(scope="session")
+def train_sdm():
+    """``training/train_sdm.py`` as a module: ``parse_args``, ``main``, ``cli``, ``build_model``, ..."""
+    return load_script(TRAIN_SDM, "train_sdm")
+
+
+@pytest.fixture(scope="session")
+def datasets_cache(tmp_path_factory) -> Path:
+    """A private datasets cache, so tests never read or fill the user's."""
+    return tmp_path_factory.mktemp("hf-datasets-cache")
+
+
+@pytest.fixture(scope="session")
+def phantom_dataset(tmp_path_factory) -> Path:
+    """Healthy and nodule configs of 32-px phantoms: 6 + 2 training slices, 2 + 1 test slices."""
+    return write_slice_dataset(
+        tmp_path_factory.mktemp("phantom") / "slices",
+        {
+            "healthy": {"train": phantom_rows(6, seed=1), "test": phantom_rows(2, seed=2)},
+            "nodule": {"train": phantom_rows(2, seed=3, nodule_label=5), "test": phantom_rows(1, seed=4, nodule_label=5)},
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def built_once(tmp_path_factory):
+    """``built_once(name, build)``: the folder ``build(folder)`` fills, made once per test session.
+
+    Under pytest-xdist the workers share it (a file lock; the first builds, the others wait and reuse it), so
+    a module's expensive fixture is not rebuilt on each worker its tests are spread over.
+    """
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    else:
+        root = tmp_path_factory.getbasetemp()
+
+    def get(name: str, build) -> Path:
+        folder, done = root / "built-once" / name, root / "built-once" / f"{name}.done"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(root / "built-once" / f"{name}.lock")):
+            if not done.exists():
+                if folder.exists():
+                    shutil.rmtree(folder)  # a build that failed on another worker
+                folder.mkdir()
+                build(folder)
+                done.touch()
+        return folder
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def real_mini_dataset(built_once, shared_dir) -> Path:
+    """The data recipe run on one real scan (LIDC-IDRI-0003 at 32 px, all three configs): a train split only."""
+    from lung_diffusers.data import prepare_luna16_dataset
+
+    lidc_mini = shared_dir / "data" / "lidc-mini"
+    if not (lidc_mini / "subset0").is_dir():
+        pytest.fail(f"LUNA16 sample not found at {lidc_mini}; see shared/data/README.md")
+
+    def build(folder: Path) -> None:
+        prepare_luna16_dataset(
+            lidc_mini,
+            folder / "luna16-mini-0003",
+            image_size=32,
+            malignancy=True,
+            healthy_stride=16,
+            series_uids=[REAL_SERIES],
+            log=lambda message: None,
+        )
+
+    return built_once("real-mini-dataset", build) / "luna16-mini-0003"

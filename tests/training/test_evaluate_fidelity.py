@@ -1,0 +1,303 @@
+"""training/evaluate_fidelity.py and its metrics (lung_diffusers.training.fidelity).
+
+The metrics are checked on arrays with known answers, the Dice rule on real slices of the held-out patient
+(LIDC-IDRI-0001, prepared once per module by the data recipe), and the script end to end with a tiny random
+pipeline: its output is noise, so only the plumbing and the real-slice figures are checked.
+"""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lung_diffusers.training import fidelity
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HELD_OUT_SERIES = "1.3.6.1.4.1.14519.5.2.1.6279.6001.179049373636438705059720603192"  # LIDC-IDRI-0001
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("evaluate_fidelity", REPO_ROOT / "training" / "evaluate_fidelity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def evaluate_fidelity():
+    return load_script()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on a busy machine: a second OpenMP thread only waits for a core (x50 slower when oversubscribed)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def chest_mask(size: int = 32) -> np.ndarray:
+    """A 32x32 label map: body, two lungs, a trachea."""
+    mask = np.zeros((size, size), np.uint8)
+    mask[3:29, 2:30] = 1
+    mask[7:25, 5:14] = 3
+    mask[7:25, 18:27] = 2
+    mask[4:7, 15:17] = 4
+    return mask
+
+
+def faithful_hu(mask: np.ndarray) -> np.ndarray:
+    """-1000 HU in air (background, lungs, trachea), 40 HU in the body."""
+    hu = np.full(mask.shape, -1000.0, np.float32)
+    hu[mask == 1] = 40.0
+    return hu
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def test_lung_dice_perfect_inverted_and_undefined():
+    mask = chest_mask()
+    mask[mask == 4] = 1  # no trachea: air is exactly the lungs
+    assert fidelity.lung_dice(faithful_hu(mask), mask) == 1.0
+
+    inverted = np.where(np.isin(mask, (2, 3)), 40.0, -1000.0).astype(np.float32)
+    assert fidelity.lung_dice(inverted, mask) == 0.0
+
+    no_lung = np.where(mask > 0, 1, 0).astype(np.uint8)
+    assert math.isnan(fidelity.lung_dice(faithful_hu(no_lung), no_lung))
+
+
+def test_lung_dice_counts_air_in_the_body_only_and_trachea_against():
+    mask = chest_mask()
+    hu = faithful_hu(mask)
+    lungs, trachea = np.isin(mask, (2, 3)).sum(), (mask == 4).sum()
+    # Background air is outside the body: it does not count; trachea air does.
+    assert fidelity.lung_dice(hu, mask) == pytest.approx(2 * lungs / (2 * lungs + trachea))
+    hu[mask == 2] = -400.0  # above the -500 HU air threshold: the left lung is missed
+    right = (mask == 3).sum()
+    assert fidelity.lung_dice(hu, mask) == pytest.approx(2 * right / (lungs + right + trachea))
+
+
+def test_medians_per_region_and_soft_tissue_margin():
+    mask = chest_mask()
+    hu = faithful_hu(mask)
+    hu[mask == 0] = -990.0
+    hu[mask == 3] = -850.0
+    figures = fidelity.slice_fidelity(hu, mask, margin_px=3)
+    assert figures["median_hu_lungs"] == -925.0  # 162 px at -1000 HU, 162 at -850
+    assert figures["median_hu_soft_tissue"] == 40.0
+    assert figures["median_hu_background"] == -990.0
+
+    soft = fidelity.soft_tissue_mask(mask, margin_px=3)
+    assert not soft[10, 15]  # body between the lungs, 2 px from the right one
+    assert soft[27, 16]  # body below the lungs, 3 px down and 2 across from the nearest lung pixel: sqrt(13) > 3
+    assert not (soft & (mask != 1)).any()
+    assert fidelity.soft_tissue_margin_px(64) == 3 and fidelity.soft_tissue_margin_px(256) == 12
+    assert fidelity.soft_tissue_margin_px(16) == 1
+
+    empty = fidelity.region_masks(np.zeros((8, 8), np.uint8), 3)
+    assert math.isnan(fidelity.median_hu(np.zeros((8, 8)), empty["lungs"]))
+
+
+def test_hu_conversion_mid_chest_means_and_targets():
+    assert fidelity.hu_from_model_range(np.array([-1.0, 0.0, 1.0]), (-1000, 400)).tolist() == [-1000.0, -300.0, 400.0]
+    flags = fidelity.mid_chest([0, 50, 10, 40, 0, 30])
+    assert flags.tolist() == [False, True, False, True, False, False]  # 2 of the 4 masks with lung
+    assert fidelity.mean_over_images([1.0, math.nan, 0.5]) == (0.75, 2)
+    assert math.isnan(fidelity.mean_over_images([math.nan])[0])
+
+    good = {"dice": 0.9, "median_hu_lungs": -800.0, "median_hu_soft_tissue": 30.0, "median_hu_background": -1000.0}
+    assert all(fidelity.targets_met(good, {"dice": 0.92}).values())
+    assert not fidelity.targets_met(good, {"dice": 0.96})["lung_dice"]  # more than 0.05 below the real slices
+    bad = {"dice": math.nan, "median_hu_lungs": -500.0, "median_hu_soft_tissue": -300.0, "median_hu_background": -700.0}
+    assert not any(fidelity.targets_met(bad, {"dice": 0.9}).values())
+
+
+# ---------------------------------------------------------------------------------------------- real slices
+
+
+@pytest.fixture(scope="module")
+def held_out_dataset(shared_dir, tmp_path_factory):
+    """LIDC-IDRI-0001 through the data recipe (every 8th healthy slice, the nodule slice): (folder, split)."""
+    from lung_diffusers.data.luna16_dataset import prepare_luna16_dataset
+
+    output = tmp_path_factory.mktemp("fidelity") / "luna16-0001"
+    result = prepare_luna16_dataset(
+        shared_dir / "data" / "lidc-mini",
+        output,
+        series_uids=[HELD_OUT_SERIES],
+        healthy_stride=8,
+        test_fraction=0.99,
+        log=lambda line: None,
+    )
+    assert result.processed == [HELD_OUT_SERIES], result.failed
+    return output, result.records[0].split
+
+
+@pytest.fixture(scope="module")
+def datasets_cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("fidelity-datasets-cache"))
+
+
+def test_real_mid_chest_slices_score_high(held_out_dataset, datasets_cache_dir):
+    """The rules are sane: real mid-chest slices at 64 px have a lung Dice above 0.8 and meet the HU targets."""
+    from lung_diffusers.training.slice_data import SliceTrainingData, load_slice_dataset
+
+    folder, split = held_out_dataset
+    dataset = load_slice_dataset(str(folder), ["healthy", "nodule"], split, datasets_cache_dir)
+    data = SliceTrainingData(dataset, 64)
+    items = [data[(row, 0)] for row in range(len(data))]
+    masks = [item["mask"].numpy() for item in items]
+    hus = [fidelity.hu_from_model_range(item["image"][0].numpy(), (-1000, 400)) for item in items]
+    figures = [fidelity.slice_fidelity(hu, mask, fidelity.soft_tissue_margin_px(64)) for hu, mask in zip(hus, masks)]
+    chest = fidelity.mid_chest([fidelity.lung_mask(m).sum() for m in masks])
+    assert chest.sum() >= 3
+    dice = np.array([f["dice"] for f in figures])
+    assert dice[chest].min() > 0.8, dice
+    for name, below, above in (("lungs", -1000, -600), ("soft_tissue", -250, 250), ("background", -1000, -800)):
+        medians = np.array([f[f"median_hu_{name}"] for f in figures])
+        assert (below <= medians[chest]).all() and (medians[chest] < above).all(), (name, medians)
+        assert below <= medians.mean() < above, (name, medians)  # slices with little lung are less clear-cut
+
+
+# ---------------------------------------------------------------------------------------------- the script
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline_folder(tmp_path_factory):
+    """A random 32-px LungSDMPipeline saved with a training.json, as training/train_sdm.py leaves it."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel
+    from lung_diffusers.training.model_card import write_training_card
+
+    torch.manual_seed(0)
+    unet = SemanticUNet2DModel(
+        sample_size=32,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_downsample_factors=(2,),
+        attention_head_dim=16,
+    )
+    pipe = LungSDMPipeline(unet=unet, scheduler=DDPMScheduler(variance_type="learned_range"))
+    folder = tmp_path_factory.mktemp("tiny") / "pipeline"
+    pipe.save_pretrained(folder)
+    write_training_card(
+        folder,
+        pipe,
+        model="sdm",
+        dataset="luna16-slices",
+        configs=["healthy", "nodule"],
+        split="train",
+        num_slices=10,
+        steps=1,
+        batch_size=2,
+        resolution=32,
+        crop_size=None,
+        wall_time_s=12.0,
+        command="training/train_sdm.py --dataset_name luna16-slices --output_dir tiny",
+        ema=True,
+        repo_id="tiny-lung-sdm",
+    )
+    return folder
+
+
+def test_script_end_to_end_writes_report_csv_grid_and_card(
+    evaluate_fidelity, held_out_dataset, tiny_pipeline_folder, datasets_cache_dir, tmp_path
+):
+    from lung_diffusers import is_synthetic
+
+    folder, split = held_out_dataset
+    output = tmp_path / "fidelity"
+    argv = [
+        "--pipeline", str(tiny_pipeline_folder), "--dataset_name", str(folder), "--split", split,
+        "--cache_dir", datasets_cache_dir, "--max_masks", "2", "--seeds", "0",
+        "--num_inference_steps", "2", "--output", str(output), "--update_card",
+    ]  # fmt: skip
+    report = evaluate_fidelity.main(evaluate_fidelity.parse_args(argv))
+
+    assert json.loads((output / "fidelity.json").read_text()) == json.loads(
+        (tiny_pipeline_folder / "fidelity.json").read_text()
+    )
+    settings = report["settings"]
+    assert settings["num_masks"] == 2 and settings["seeds"] == [0] and settings["resolution"] == 32  # the U-Net's
+    assert settings["scheduler"] == "DPM-Solver++" and settings["guidance_scale"] == 1.0
+    assert [row["name"].split(",")[0] for row in report["rows"]] == ["lung Dice", "lung Dice"] + ["median HU"] * 3
+    assert set(report["targets_met"]) == {"lung_dice", "lungs", "soft_tissue", "background"}
+    assert not report["targets_met"]["lung_dice"] and "missed: lung Dice" in report["verdict"]  # noise
+    # The real slices of the held-out patient meet the HU targets and have a high lung Dice.
+    # The real figures are those of the first and last rows (spread over the split), resized as in training.
+    from lung_diffusers.training.slice_data import SliceTrainingData, load_slice_dataset
+
+    dataset = load_slice_dataset(str(folder), ["healthy", "nodule"], split, datasets_cache_dir)
+    items = [SliceTrainingData(dataset, 32)[(row, 0)] for row in (0, len(dataset) - 1)]
+    hus = [fidelity.hu_from_model_range(item["image"][0].numpy(), (-1000, 400)) for item in items]
+    expected = [fidelity.slice_fidelity(hu, item["mask"].numpy(), 2) for hu, item in zip(hus, items)]
+    for key in ("dice", "median_hu_lungs", "median_hu_soft_tissue", "median_hu_background"):
+        assert report["real"][key] == pytest.approx(np.mean([figures[key] for figures in expected]))
+
+    lines = (output / "fidelity_per_image.csv").read_text().splitlines()
+    assert lines[0].startswith("source,row,config,seriesuid,slice_index,seed")
+    assert sorted(line.split(",")[0] for line in lines[1:]) == ["real", "real", "synthetic", "synthetic"]
+    assert is_synthetic(output / "fidelity_grid.png")
+    from PIL import Image
+
+    with Image.open(output / "fidelity_grid.png") as grid:
+        assert grid.width == 3 * 32 * 6 and grid.height % (32 * 6) == 0  # x6 nearest-neighbour upscaling at 32 px
+
+    card = (tiny_pipeline_folder / "README.md").read_text()
+    assert "## Fidelity" in card and report["verdict"] in card and "| median HU, lungs |" in card
+    assert "fidelity_grid.png" in card and (tiny_pipeline_folder / "fidelity_grid.png").is_file()
+    assert "training/train_sdm.py --dataset_name luna16-slices" in card  # the training facts are kept
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--pipeline": "missing-folder"}, "no saved pipeline"),
+        ({"--split": "validation"}, "validation"),
+        ({"--resolution": "33"}, "multiple of 2"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(
+    evaluate_fidelity, held_out_dataset, tiny_pipeline_folder, datasets_cache_dir, tmp_path, capsys, change, message
+):
+    folder, split = held_out_dataset
+    options = {
+        "--pipeline": str(tiny_pipeline_folder),
+        "--dataset_name": str(folder),
+        "--split": split,
+        "--cache_dir": datasets_cache_dir,
+        "--output": str(tmp_path / "out"),
+    }
+    options.update({k: str(tmp_path / v) if k == "--pipeline" else v for k, v in change.items()})
+    assert evaluate_fidelity.cli([item for pair in options.items() for item in pair]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_do_not_depend_on_the_batch(evaluate_fidelity, tiny_pipeline_folder):
+    import argparse
+
+    from lung_diffusers import LungSDMPipeline
+
+    pipe = LungSDMPipeline.from_pretrained(tiny_pipeline_folder)
+    pipe.set_progress_bar_config(disable=True)
+    masks = np.stack([chest_mask()[::2, ::2], np.where(chest_mask()[::2, ::2] > 0, 1, 0).astype(np.uint8)])  # 16 px
+
+    def images(batch_size):
+        args = argparse.Namespace(seeds=[3], batch_size=batch_size, num_inference_steps=1, guidance_scale=1.0)
+        return {index: hu for _, index, hu in evaluate_fidelity.sample_images(pipe, masks, args)}
+
+    one, two = images(1), images(2)
+    np.testing.assert_allclose(one[0], two[0], atol=1e-3)
+    np.testing.assert_allclose(one[1], two[1], atol=1e-3)

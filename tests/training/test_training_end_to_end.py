@@ -1,0 +1,250 @@
+"""Tiny SDM and DDPM-prior runs on real recipe data write what users load, read and share.
+
+The final pipeline loads with ``LungSDMPipeline`` / diffusers' ``DDPMPipeline``; the model card states the data,
+steps and wall time and that the images are synthetic; validation grids are marked synthetic; tensorboard logs
+the losses; checkpoints are complete ``checkpoint-<step>`` folders, as many as the limit keeps; and
+``--push_to_hub`` uploads that very folder (upload patched: nothing leaves the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_support import (
+    TINY_MODEL,
+    TRAIN_DDPM,
+    TRAINING_DIR,
+    load_script,
+    one_thread,
+    reset_accelerate,
+    run_training,
+)
+
+from lung_diffusers import LungSDMPipeline, is_synthetic
+
+CHECKPOINT_FILES = {
+    "training_state.json",
+    "optimizer.bin",
+    "scheduler.bin",
+    "random_states_0.pkl",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet_ema/config.json",
+    "unet_ema/diffusion_pytorch_model.safetensors",
+}
+
+
+def files_of(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    first, second = load_file(a), load_file(b)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+# ------------------------------------------------------------------------------------------ SDM
+
+
+@pytest.fixture(scope="module")
+def sdm_run(train_sdm, real_mini_dataset, datasets_cache, built_once) -> Path:
+    """3 steps on 16-px crops of 32-px real slices, every output switched on (tensorboard, grids, checkpoints)."""
+
+    def build(folder: Path) -> None:
+        run_training(
+            train_sdm,
+            [*TINY_MODEL, "--dataset_name", real_mini_dataset, "--cache_dir", datasets_cache,
+             "--output_dir", folder / "sdm-lung-test", "--dataset_config", "healthy", "nodule",
+             "--resolution", 32, "--crop_size", 16, "--random_flip", "--max_train_steps", 3,
+             "--checkpointing_steps", 1, "--checkpoints_total_limit", 2, "--validation_steps", 3,
+             "--logger", "tensorboard"],
+        )
+
+    return built_once("end-to-end-sdm", build) / "sdm-lung-test"
+
+
+def test_the_sdm_pipeline_loads_and_makes_synthetic_whole_slices(sdm_run, real_mini_dataset):
+    pipe = LungSDMPipeline.from_pretrained(sdm_run / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    # Trained on 16-px crops, the model makes the 32-px slices it was cropped from; 6 classes (healthy + nodule).
+    assert (pipe.unet.config.num_classes, pipe.unet.config.sample_size, pipe.unet.learned_variance) == (6, 32, True)
+    assert pipe.scheduler.config.variance_type == "learned_range"
+    assert pipe.config.hu_window == [-1000.0, 400.0]
+    # The pipeline holds the EMA weights of the last step.
+    assert_same_weights(
+        sdm_run / "checkpoint-3" / "unet_ema" / "diffusion_pytorch_model.safetensors",
+        sdm_run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors",
+    )
+    masks = np.stack(_real_masks(real_mini_dataset, 2))
+    out = pipe(masks, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (2, 32, 32, 1) and np.isfinite(out.images).all()
+    assert out.synthetic
+
+
+def _real_masks(dataset: Path, count: int) -> list[np.ndarray]:
+    import datasets
+
+    rows = datasets.Dataset.from_parquet(str(next((dataset / "data" / "nodule").glob("train-*.parquet"))))
+    return [np.asarray(rows[i]["mask"]) for i in range(count)]
+
+
+def test_the_model_card_states_data_steps_wall_time_and_that_images_are_synthetic(sdm_run, real_mini_dataset):
+    card = (sdm_run / "pipeline" / "README.md").read_text()
+    facts = json.loads((sdm_run / "pipeline" / "training.json").read_text())
+    assert facts["steps"] == 3 and facts["configs"] == ["healthy", "nodule"] and facts["wall_time_s"] > 0
+    rows = facts["num_slices"]
+    assert f"| data | `{real_mini_dataset}`, configs healthy, nodule, split `train` ({rows} slices) |" in card
+    assert "| image size | 32 px, random 16-px crops |" in card
+    assert "| steps | 3 at batch 2 |" in card
+    assert "| weights | EMA |" in card
+    assert "| wall time |" in card and " min |" in card
+    assert "Every image this model makes is synthetic" in card and "must not be used" in card
+    assert 'LungSDMPipeline.from_pretrained("sdm-lung-test")' in card
+    assert "--max_train_steps 3" in card  # the exact command
+    args = json.loads((sdm_run / "pipeline" / "training_args.json").read_text())
+    assert args["max_train_steps"] == 3 and "hub_token" not in args
+
+
+def test_validation_grids_are_marked_synthetic(sdm_run):
+    grid = sdm_run / "validation" / "step-0000003.png"
+    assert is_synthetic(grid)
+    with PIL.Image.open(grid) as image:
+        # real slice | mask | sample, one row per validation mask, at the slice size (not the crop size)
+        assert image.size == (3 * 32, 2 * 32) and image.mode == "RGB"
+        assert "real slice" in image.text["Columns"]
+
+
+def test_tensorboard_logs_the_losses_and_the_validation_grid(sdm_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = sdm_run / "logs" / "train_sdm"  # accelerate's tracker folder: <logging_dir>/<project name>
+    assert list(run.glob("events.out.tfevents.*")), "no tensorboard event file"
+    accumulator = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = accumulator.Tags()
+    assert {"loss", "mse", "vb", "lr", "ema_decay"} <= set(tags["scalars"])
+    assert [event.step for event in accumulator.Scalars("loss")] == [1, 2, 3]
+    assert all(np.isfinite(event.value) for event in accumulator.Scalars("loss"))
+    assert "validation" in tags["images"]
+
+
+def test_the_checkpoint_limit_keeps_the_newest_complete_checkpoints(sdm_run):
+    names = sorted(p.name for p in sdm_run.iterdir() if "checkpoint" in p.name)
+    assert names == ["checkpoint-2", "checkpoint-3"]  # no staging folder left behind
+    for name in names:
+        folder = sdm_run / name
+        assert files_of(folder) == CHECKPOINT_FILES
+        assert json.loads((folder / "training_state.json").read_text())["global_step"] == int(name.split("-")[1])
+
+
+# ------------------------------------------------------------------------------------------ DDPM prior
+
+
+@pytest.fixture(scope="module")
+def ddpm_run(train_sdm, real_mini_dataset, datasets_cache, built_once) -> tuple[Path, Path, dict]:
+    """``training/train_ddpm.py`` run as a script, in this process, with the Hub upload patched.
+
+    Returns the output folder, a copy of the uploaded folder, and the arguments of the Hub calls.
+    """
+
+    def build(folder: Path) -> None:
+        calls = {}
+
+        def fake_create_repo(repo_id, **kwargs):
+            calls["create_repo"] = {"repo_id": repo_id, **kwargs}
+            return type("RepoUrl", (), {"repo_id": repo_id})()
+
+        def fake_upload_folder(*, repo_id, folder_path, **kwargs):
+            calls["upload_folder"] = {"repo_id": repo_id, "folder_path": str(folder_path), **kwargs}
+            shutil.copytree(folder_path, folder / "uploaded")
+            return f"https://huggingface.co/{repo_id}/commit/fake"
+
+        argv = [*TINY_MODEL, "--dataset_name", real_mini_dataset, "--cache_dir", datasets_cache,
+                "--output_dir", folder / "ddpm-prior-test", "--resolution", 32, "--crop_size", 16,
+                "--max_train_steps", 2, "--checkpointing_steps", 2, "--validation_steps", 2,
+                "--push_to_hub", "--hub_model_id", "someone/lung-prior-test", "--hub_private_repo"]
+        with pytest.MonkeyPatch.context() as patch:
+            # train_ddpm.py imports train_sdm from its folder: hand it the module loaded here, upload patched.
+            patch.setitem(sys.modules, "train_sdm", train_sdm)
+            patch.setattr(train_sdm, "create_repo", fake_create_repo)
+            patch.setattr(train_sdm, "upload_folder", fake_upload_folder)
+            patch.setattr(sys, "argv", [str(TRAIN_DDPM), *map(str, argv)])
+            try:
+                with one_thread(), pytest.raises(SystemExit) as exit_info:
+                    runpy.run_path(str(TRAIN_DDPM), run_name="__main__")
+            finally:
+                reset_accelerate()
+        assert exit_info.value.code == 0
+        (folder / "hub_calls.json").write_text(json.dumps(calls))
+
+    folder = built_once("end-to-end-ddpm", build)
+    return folder / "ddpm-prior-test", folder / "uploaded", json.loads((folder / "hub_calls.json").read_text())
+
+
+def test_train_ddpm_trains_the_healthy_prior_on_crops_and_it_loads_in_diffusers(ddpm_run):
+    from diffusers import DDPMPipeline, UNet2DModel
+
+    output, _, _ = ddpm_run
+    args = json.loads((output / "pipeline" / "training_args.json").read_text())
+    assert (args["model"], args["dataset_config"]) == ("ddpm", ["healthy"])
+    pipe = DDPMPipeline.from_pretrained(output / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.unet, UNet2DModel)
+    assert (pipe.unet.config.sample_size, pipe.unet.config.in_channels, pipe.unet.config.out_channels) == (16, 1, 2)
+    assert pipe.scheduler.config.variance_type == "learned_range"
+    images = pipe(batch_size=1, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert images.shape == (1, 16, 16, 1) and np.isfinite(images).all()
+    assert is_synthetic(output / "validation" / "step-0000002.png")
+    card = (output / "pipeline" / "README.md").read_text()
+    assert "DDPMPipeline.from_pretrained" in card and "nodule-free" in card and "synthetic" in card
+    assert "| steps | 2 at batch 2 |" in card and "| wall time |" in card
+
+
+def test_push_to_hub_uploads_the_final_folder_with_its_training_card(ddpm_run):
+    output, uploaded, calls = ddpm_run
+    assert calls["create_repo"]["repo_id"] == "someone/lung-prior-test" and calls["create_repo"]["private"] is True
+    assert calls["upload_folder"]["repo_id"] == "someone/lung-prior-test"
+    assert Path(calls["upload_folder"]["folder_path"]) == output / "pipeline"
+    files = files_of(uploaded)
+    assert files == files_of(output / "pipeline")
+    assert {"model_index.json", "README.md", "training.json", "unet/diffusion_pytorch_model.safetensors"} <= files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl"))]
+    card = (uploaded / "README.md").read_text()
+    assert 'DDPMPipeline.from_pretrained("someone/lung-prior-test")' in card
+    assert "## Training" in card and "| steps | 2 at batch 2 |" in card and "synthetic" in card
+
+
+def test_export_ships_the_newest_checkpoint_as_a_small_pipeline_with_example_masks(sdm_run, real_mini_dataset, tmp_path):
+    """training/export_pipeline.py: the EMA weights of the newest checkpoint, in fp16, with card and example masks;
+    it loads in float32 and draws what the run's own final pipeline draws."""
+    export = load_script(TRAINING_DIR / "export_pipeline.py", "export_pipeline")
+    folder = export.main(export.parse_args([
+        "--run", str(sdm_run), "--output", str(tmp_path / "lung-sdm-test"),
+        "--example_masks", str(real_mini_dataset), "--example_split", "train",
+    ]))
+    weights = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+    card = (folder / "README.md").read_text()
+    assert "| steps | 3 at batch" in card and 'from_pretrained("lung-sdm-test")' in card
+    facts = json.loads((folder / "example_masks" / "examples.json").read_text())
+    assert set(facts) == {"healthy.png", "nodule.png"} and "LIDC-IDRI-0003" in facts["nodule.png"]["source"]
+    nodule = np.asarray(PIL.Image.open(folder / "example_masks" / "nodule.png"))
+    assert nodule.shape == (32, 32) and (nodule == 5).any()
+
+    exported = LungSDMPipeline.from_pretrained(folder)
+    trained = LungSDMPipeline.from_pretrained(sdm_run / "pipeline")
+    assert exported.unet.dtype == torch.float32
+    for pipe in (exported, trained):
+        pipe.set_progress_bar_config(disable=True)
+    with one_thread():
+        a, b = (p(nodule, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
+                for p in (exported, trained))
+    np.testing.assert_allclose(a, b, atol=2e-2)  # the same weights, up to float16 rounding

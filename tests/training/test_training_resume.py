@@ -1,0 +1,227 @@
+"""A resumed run is the uninterrupted run: stopped at half way, or killed (SIGKILL) in the middle of a step.
+
+Same seed, same options: the step count, the optimizer, LR-scheduler, EMA and RNG states and the weights of
+the final checkpoint and pipeline must be bit-identical on CPU (one thread, fp32). The runs use dropout,
+mask dropout, random crops and flips, an LR warm-up and gradient accumulation, so that every one of those
+states matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_support import PYTHON, TINY_MODEL, TRAIN_SDM, python_env, run_training
+
+STEPS = 4
+ACCUMULATION = 2
+OPTIONS = [
+    *TINY_MODEL,
+    "--resolution", "32",
+    "--crop_size", "16",
+    "--random_flip",
+    "--dropout", "0.1",
+    "--condition_dropout", "0.2",
+    "--lr_scheduler", "constant_with_warmup",
+    "--lr_warmup_steps", "3",
+    "--gradient_accumulation_steps", str(ACCUMULATION),
+    "--seed", "7",
+]
+CHECKPOINT_FILES = {
+    "training_state.json",
+    "optimizer.bin",
+    "scheduler.bin",
+    "random_states_0.pkl",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet_ema/config.json",
+    "unet_ema/diffusion_pytorch_model.safetensors",
+}
+
+
+def files_of(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def assert_same_values(a, b, where: str) -> None:
+    """Nested dicts / lists / tuples of tensors, arrays and plain values are identical."""
+    import numpy as np
+
+    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for key in a:
+            assert_same_values(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_values(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), f"{where}: tensors differ"
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    first, second = load_file(a), load_file(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), f"{a.parent.name}/{name} differs"
+
+
+def assert_same_checkpoint(a: Path, b: Path) -> None:
+    """Two checkpoints hold the same step, weights, EMA, optimizer, LR-scheduler and RNG states."""
+    assert CHECKPOINT_FILES <= files_of(a) and CHECKPOINT_FILES <= files_of(b)
+    assert json.loads((a / "training_state.json").read_text())["global_step"] == json.loads(
+        (b / "training_state.json").read_text()
+    )["global_step"]
+    for weights in ("unet", "unet_ema"):
+        assert_same_weights(a / weights / "diffusion_pytorch_model.safetensors", b / weights / "diffusion_pytorch_model.safetensors")
+    # EMA bookkeeping (decay, optimization_step, warm-up) is stored in the EMA config.
+    assert json.loads((a / "unet_ema" / "config.json").read_text()) == json.loads((b / "unet_ema" / "config.json").read_text())
+    for state in ("optimizer.bin", "scheduler.bin"):
+        assert_same_values(torch.load(a / state, weights_only=True), torch.load(b / state, weights_only=True), state)
+    # accelerate pickles the Python, NumPy and torch RNG states (and its step counter): our own files.
+    assert_same_values(
+        torch.load(a / "random_states_0.pkl", weights_only=False),
+        torch.load(b / "random_states_0.pkl", weights_only=False),
+        "random_states",
+    )
+
+
+def step_of(checkpoint: Path) -> int:
+    return json.loads((checkpoint / "training_state.json").read_text())["global_step"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(train_sdm, phantom_dataset, datasets_cache, built_once) -> Path:
+    """STEPS steps without a stop, checkpoints every 2 steps, validation grids every 2 steps."""
+
+    def build(folder: Path) -> None:
+        run_training(
+            train_sdm,
+            [*OPTIONS, "--dataset_name", phantom_dataset, "--cache_dir", datasets_cache, "--output_dir", folder / "run",
+             "--max_train_steps", STEPS, "--checkpointing_steps", 2, "--validation_steps", 2],
+        )
+
+    return built_once("resume-straight-run", build) / "run"
+
+
+def test_the_straight_run_saves_each_checkpoint_and_the_final_pipeline(straight_run):
+    assert sorted(p.name for p in straight_run.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-2", "checkpoint-4"]
+    assert step_of(straight_run / "checkpoint-4") == STEPS
+    assert files_of(straight_run / "checkpoint-4") >= CHECKPOINT_FILES
+    # The final pipeline carries the EMA weights of the last step.
+    assert_same_weights(
+        straight_run / "checkpoint-4" / "unet_ema" / "diffusion_pytorch_model.safetensors",
+        straight_run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors",
+    )
+
+
+def test_stopping_half_way_and_resuming_gives_the_uninterrupted_run(train_sdm, straight_run, phantom_dataset, datasets_cache, tmp_path):
+    output = tmp_path / "run"
+    common = [*OPTIONS, "--dataset_name", phantom_dataset, "--cache_dir", datasets_cache, "--output_dir", output,
+              "--checkpointing_steps", 2]
+    run_training(train_sdm, [*common, "--max_train_steps", STEPS // 2])
+    assert_same_checkpoint(output / f"checkpoint-{STEPS // 2}", straight_run / f"checkpoint-{STEPS // 2}")
+
+    # Say the first half took two hours: the card of the resumed run counts them.
+    state_file = output / f"checkpoint-{STEPS // 2}" / "training_state.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "wall_time_s": 7200.0}))
+    started = time.monotonic()
+    run_training(train_sdm, [*common, "--max_train_steps", STEPS, "--resume_from_checkpoint", "latest"])
+    second_half = time.monotonic() - started
+    assert_same_checkpoint(output / f"checkpoint-{STEPS}", straight_run / f"checkpoint-{STEPS}")
+    assert_same_weights(
+        output / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors",
+        straight_run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors",
+    )
+    facts = json.loads((output / "pipeline" / "training.json").read_text())
+    assert facts["steps"] == STEPS
+    assert 7200 < facts["wall_time_s"] < 7200 + second_half
+    assert "| wall time | 2.00 h |" in (output / "pipeline" / "README.md").read_text()
+
+
+# Runs the training script, but pauses inside the loss computation of its `pause_at`-th micro-batch (after
+# writing a marker file) so the test can SIGKILL it there, in the middle of a step.
+PAUSING_RUN = textwrap.dedent(
+    """
+    import importlib.util, sys, time
+    from pathlib import Path
+    from lung_diffusers.training import diffusion_loss
+
+    script, pause_at, marker, argv = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
+    spec = importlib.util.spec_from_file_location("train_sdm", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    original, calls = diffusion_loss.HybridDiffusionLoss.__call__, []
+
+    def pausing(self, *args, **kwargs):
+        losses = original(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == pause_at:
+            marker.write_text("paused in the middle of a step")
+            time.sleep(600)
+        return losses
+
+    diffusion_loss.HybridDiffusionLoss.__call__ = pausing
+    sys.exit(module.cli(argv))
+    """
+)
+
+
+def test_a_run_killed_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(
+    train_sdm, straight_run, phantom_dataset, datasets_cache, tmp_path
+):
+    output, marker = tmp_path / "run", tmp_path / "paused"
+    common = [*OPTIONS, "--dataset_name", phantom_dataset, "--cache_dir", datasets_cache, "--output_dir", output,
+              "--max_train_steps", STEPS, "--checkpointing_steps", 1, "--checkpoints_total_limit", 2]
+    kill_in_step = STEPS // 2 + 1
+    # In its second micro-batch: the first one's gradients are accumulated, the optimizer has not stepped.
+    pause_at = ACCUMULATION * (kill_in_step - 1) + 2
+    process = subprocess.Popen(
+        [PYTHON, "-c", PAUSING_RUN, TRAIN_SDM, str(pause_at), marker, *map(str, common)],
+        env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert process.poll() is None, f"the run ended before step {kill_in_step}: {process.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "the run did not reach the step to kill"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert not (output / "pipeline").exists()
+
+    # What a kill while saving leaves: staging folders. `latest` must not take them for checkpoints.
+    for staging in (output / f".checkpoint-{kill_in_step}.tmp", output / ".checkpoint-99.tmp"):
+        staging.mkdir()
+        (staging / "optimizer.bin").write_bytes(b"half written")
+    run_training(train_sdm, [*common, "--resume_from_checkpoint", "latest"])
+
+    assert_same_checkpoint(output / f"checkpoint-{STEPS}", straight_run / f"checkpoint-{STEPS}")
+    assert_same_weights(
+        output / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors",
+        straight_run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors",
+    )
+    # The limit keeps the newest two; the checkpoint saved over the stale staging folder is complete.
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == [f"checkpoint-{kill_in_step}", f"checkpoint-{STEPS}"]
+    assert files_of(output / f"checkpoint-{kill_in_step}") == files_of(straight_run / f"checkpoint-{STEPS}")
+    assert not (output / f".checkpoint-{kill_in_step}.tmp").exists()
