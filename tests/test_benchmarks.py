@@ -1,0 +1,76 @@
+"""The benchmarks run in their quickest mode (smoke tests: no timing is asserted)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_memory_benchmark_counts_agree_with_a_real_run(capsys):
+    results = load_benchmark("benchmark_memory").main(["--quick"])
+    out = capsys.readouterr().out
+    assert "Verdict: batch 8 with guidance in bf16" in out
+    reuse = next(r for r in results["rows"] if r["mode"] == "reuse")
+    assert reuse["maps"] == 9 and reuse["held_features"] == reuse["feature_bytes_formula"]
+    for mode, check in results["cross_check"].items():
+        # The fake-tensor count equals the same count on real tensors and torch's allocator record of the real run.
+        assert check["fake_step_peak"] == check["real_counted_step_peak"], mode
+        assert check["real_allocator_step_peak"] == pytest.approx(check["fake_step_peak"], rel=0.05), mode
+        assert check["real_features_nbytes"] == check["feature_bytes_formula"]
+
+
+def test_sdm_benchmark_quick_mode_extrapolates_ddpm(capsys):
+    argv = [
+        "--quick",
+        "--skip-seed-size",
+        "--repeats",
+        "1",
+        "--sampling-steps",
+        "2",
+        "--ddpm-steps",
+        "2",
+        "--threads",
+        "1",
+    ]
+    results = load_benchmark("benchmark_sdm").main(argv)
+    out = capsys.readouterr().out
+    assert "EXTRAPOLATED from 2 steps" in out
+    assert results["sampling_64x64"]["ddpm_1000_extrapolated"]
+    assert list(results["models"]) == ["64x64, 64 ch"]
+
+
+def test_sdm_benchmark_help_is_plain(capsys):
+    with pytest.raises(SystemExit):
+        load_benchmark("benchmark_sdm").main(["--help"])
+    out = capsys.readouterr().out
+    assert "--threads" in out and "--repeats" in out and "--quick" in out
+    assert "(default: None)" not in out
+
+
+def test_training_step_benchmark_runs(capsys):
+    argv = ["--quick", "--precision", "fp32", "--batch-size", "1", "--resolution", "32", "--threads", "1"]
+    results = load_benchmark("benchmark_training_step").main(argv)
+    out = capsys.readouterr().out
+    assert "SDM / UNet2DModel" in out and "SPADE label-map convs" in out
+    assert {r["model"] for r in results["rows"]} == {"SDM, conv resampling", "SDM, resnet resampling", "UNet2DModel"}
+    sdm, unet = results["flops"]["sdm"], results["flops"]["unet2d"]
+    # Without its label-map convs the SDM does the UNet2DModel's work: the shapes really match.
+    spade = sum(sdm[c] for c in ("mlp_shared", "mlp_gamma", "mlp_beta"))
+    assert sdm["forward"] - spade == pytest.approx(unet["forward"], rel=0.02)
