@@ -1,0 +1,54 @@
+"""Editing nodules in real CT slices with RePaint (issue 9): removal with the healthy prior (the thesis' module 1),
+insertion with a Semantic Diffusion Model, and difference maps.
+
+Modules:
+
+- :mod:`.nodule_removal`: :func:`remove_nodule`, the healthy counterfactual of a slice with a nodule.
+- :mod:`.nodule_insertion`: :func:`insert_nodule`, a nodule (benign / malignant with a 7-class SDM) put into a slice.
+- :mod:`.nodule_edit`: :class:`NoduleEdit`, the result of either, and the mask handling they share.
+- :mod:`.anomaly_map`: mask-free anomaly maps, AnoDDPM-style (partial noising, denoising with the prior).
+- :mod:`.difference_maps`: Listing 6's quantile clipping and the difference / uncertainty maps.
+- :mod:`.figure`: input | mask | result | difference figures that say which panel is real.
+- :mod:`.slice_io`: one slice from PNG, NIfTI / MetaImage or a DICOM series (with a slice index).
+- :mod:`.settings`: default dilations, noise level and the recipe's slice size.
+- :mod:`.commands`: the ``remove-nodule``, ``insert-nodule`` and ``anomaly-map`` subcommands of ``lung-diffusers``.
+
+The pipeline itself is :class:`lung_diffusers.LungRePaintPipeline`. Names are imported on first use.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "remove_nodule": "nodule_removal",
+    "insert_nodule": "nodule_insertion",
+    "edit_label_map": "nodule_insertion",
+    "disc_mask": "nodule_insertion",
+    "NoduleEdit": "nodule_edit",
+    "dilate_mask": "nodule_edit",
+    "nodule_mask_from_labels": "nodule_edit",
+    "AnomalyMap": "anomaly_map",
+    "anomaly_map": "anomaly_map",
+    "reconstruct_from_noise_level": "anomaly_map",
+    "difference_map": "difference_maps",
+    "quantile_clip": "difference_maps",
+    "mean_and_uncertainty": "difference_maps",
+    "CTSlice": "slice_io",
+    "read_ct_slice": "slice_io",
+    "read_label_slice": "slice_io",
+    "image_from_hu": "slice_io",
+    "hu_from_image": "slice_io",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
