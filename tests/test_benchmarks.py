@@ -74,3 +74,13 @@ def test_training_step_benchmark_runs(capsys):
     # Without its label-map convs the SDM does the UNet2DModel's work: the shapes really match.
     spade = sum(sdm[c] for c in ("mlp_shared", "mlp_gamma", "mlp_beta"))
     assert sdm["forward"] - spade == pytest.approx(unet["forward"], rel=0.02)
+
+
+def test_gpu_check_runs_its_plumbing_on_the_cpu(capsys):
+    """benchmarks/gpu_check.sh runs this on a lent GPU; here the same code runs on a tiny model."""
+    results = load_benchmark("benchmark_gpu").main(["--device", "cpu", "--tiny", "--training-steps", "1"])
+    assert [(r["batch"], r["masks"], r["features"]) for r in results["sampling"]] == [
+        (b, m, f) for b, m in ((1, 1), (8, 1), (8, 8)) for f in ("reused", "recomputed")
+    ]
+    assert len(results["training"]) == 4 and all(r["steps_per_s"] > 0 for r in results["training"])
+    assert "offload needs an accelerator" in results["offload"]["skipped"]

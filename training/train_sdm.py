@@ -136,6 +136,13 @@ def parse_args(argv: list[str] | None = None, model: str = "sdm") -> argparse.Na
         default=0.0,
         help="probability of replacing the mask by the null map, for classifier-free guidance (SDM: 0.2 when fine-tuning)",
     )
+    train.add_argument(
+        "--noise_offset",
+        type=float,
+        default=0.0,
+        help="add this times N(0, 1) per image to the noise (diffusers' offset noise; e.g. 0.1): without it a small "
+        "pixel model reads the image's brightness from the mean of the noise and samples wash out for some seeds",
+    )
     train.add_argument("--num_train_timesteps", type=int, default=1000, help="diffusion steps")
     train.add_argument("--beta_schedule", default="linear", help="noise schedule (the thesis: linear)")
     train.add_argument(
@@ -211,6 +218,8 @@ def check_args(args: argparse.Namespace) -> None:
             f"the slice size {args.resolution} px must be a multiple of {2 ** (levels - 1)} (the U-Net has {levels} "
             "levels, and an SDM samples whole slices)"
         )
+    if not 0.0 <= args.noise_offset <= 1.0:
+        raise ValueError(f"--noise_offset must be in [0, 1] (diffusers' scripts use about 0.05-0.1), got {args.noise_offset}")
     if not 0.0 <= args.condition_dropout < 1.0:
         raise ValueError(f"--condition_dropout must be in [0, 1), got {args.condition_dropout}")
     if args.model == "ddpm" and args.condition_dropout:
@@ -512,6 +521,12 @@ def main(args: argparse.Namespace) -> Path:
             clean = batch["image"].to(accelerator.device)
             noise = torch.randn(clean.shape, generator=generator).to(clean.device)
             timesteps = torch.randint(0, args.num_train_timesteps, (clean.shape[0],), generator=generator).to(clean.device)
+            if args.noise_offset:
+                # The mean of 64x64 Gaussian noise varies by only 1/64, so the model learns to read brightness
+                # from it, and at sampling a pure-noise start fixes the brightness by chance. A per-image offset
+                # makes the mean uninformative: brightness must come from the mask and the content.
+                offset = torch.randn(clean.shape[0], clean.shape[1], 1, 1, generator=generator).to(clean.device)
+                noise = noise + args.noise_offset * offset
             noisy = noise_scheduler.add_noise(clean, noise, timesteps)
             with accelerator.accumulate(unet):
                 if args.model == "sdm":

@@ -52,6 +52,7 @@ def start(train_sdm, dataset, tmp_path, cache, *options, model="sdm"):
         (["--block_out_channels", "32,32,32", "--resolution", "34", "--crop_size", "16"], r"34 px must be a multiple of 4"),
         (["--model", "ddpm", "--condition_dropout", "0.2"], r"--condition_dropout applies to --model sdm only"),
         (["--max_train_steps", "0"], r"--max_train_steps must be at least 1"),
+        (["--noise_offset", "1.5"], r"--noise_offset must be in \[0, 1\]"),
         (["--checkpoints_total_limit", "0"], r"--checkpoints_total_limit must be at least 1"),
     ],
 )

@@ -30,6 +30,7 @@ OPTIONS = [
     "--random_flip",
     "--dropout", "0.1",
     "--condition_dropout", "0.2",
+    "--noise_offset", "0.1",
     "--lr_scheduler", "constant_with_warmup",
     "--lr_warmup_steps", "3",
     "--gradient_accumulation_steps", str(ACCUMULATION),

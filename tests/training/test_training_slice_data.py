@@ -137,3 +137,4 @@ def test_a_rebuilt_dataset_folder_is_read_again_not_from_the_cache(tmp_path):
     assert len(load_slice_dataset(folder, ["healthy"], "train", cache)) == 5
     other = write_slice_dataset(tmp_path / "elsewhere" / "luna16-slices", {"healthy": {"train": phantom_rows(2)}})
     assert len(load_slice_dataset(other, ["healthy"], "train", cache)) == 2
+
