@@ -11,9 +11,9 @@ images (conditional + null) and the two noise predictions are combined. Compared
 * reuse: the features held, ``forward(..., segmentation_features=)`` (the pipeline's choice when they take at
   most half the free memory);
 * recompute: ``forward(..., segmentation=maps, segmentation_repeats=...)`` at each step
-  (``reuse_mask_features=False``); the features live only during the forward;
-* old design: the features copied per image (2B maps) and held;
-* what-if: each SPADE block's features computed only when that block runs (emulated here; not the model's code).
+  (``reuse_mask_features=False``): each SPADE block encodes the maps when it runs, so one block's features live
+  at a time;
+* old design: the features copied per image (2B maps) and held.
 
 A cross-check runs a small model for real on the CPU and compares the count with ``SegmentationFeatures.nbytes``
 and with the allocations torch's profiler records.
@@ -33,7 +33,7 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from lung_diffusers import SegmentationFeatures, SemanticUNet2DModel
+from lung_diffusers import SemanticUNet2DModel
 
 GIB = 2**30
 MIB = 2**20
@@ -126,40 +126,11 @@ def guided_step(unet: SemanticUNet2DModel, latents: torch.Tensor, timestep: int,
     return torch.cat([noise, variance], dim=1)
 
 
-class _BlockFeaturesOnDemand:
-    """Stands in for one SPADE block's ``(scale1, shift1, scale2, shift2)``: computes them when the block unpacks
-    them, so they live only during that block. Emulates a design the model does not have (the what-if row)."""
-
-    def __init__(self, resnet, one_hot: torch.Tensor, size: tuple[int, int]):
-        self.resnet, self.one_hot, self.size = resnet, one_hot, size
-
-    def __len__(self) -> int:
-        return 4
-
-    def __iter__(self):
-        return iter(self.resnet.encode_segmentation(self.one_hot, self.size))
-
-    def __getitem__(self, index):
-        return self.resnet.encode_segmentation(self.one_hot, self.size)[index]
-
-
-def features_on_demand(unet: SemanticUNet2DModel, maps: torch.Tensor, repeats) -> SegmentationFeatures:
-    # The block order and resolutions of SemanticUNet2DModel._encode_one_hot.
-    levels, size = len(unet.config.block_out_channels), maps.shape[-1]
-    blocks = [(unet.mid_block, levels - 1), *((block, levels - 1 - i) for i, block in enumerate(unet.up_blocks))]
-    entries = tuple(
-        _BlockFeaturesOnDemand(resnet, maps, (size >> level, size >> level))
-        for block, level in blocks
-        for resnet in block.spade_resnets
-    )
-    return SegmentationFeatures(entries, repeats)
-
-
 def measure_step(unet: SemanticUNet2DModel, batch: int, distinct: bool, mode: str, fake_mode=None) -> dict:
     """Bytes of weights, held mask features and the step's peak above them.
 
-    ``mode``: ``reuse`` (features held), ``recompute`` (encoded inside forward), ``per-image`` (the old design:
-    one copy per image, held) or ``on-demand`` (what-if: each block's features computed when it runs).
+    ``mode``: ``reuse`` (features held), ``recompute`` (encoded block by block inside forward) or ``per-image``
+    (the old design: one copy per image, held).
     """
     dtype, size = unet.dtype, unet.config.sample_size
     counter = LiveStorageCounter()
@@ -175,8 +146,6 @@ def measure_step(unet: SemanticUNet2DModel, batch: int, distinct: bool, mode: st
         features_nbytes = None
         if mode == "recompute":
             conditioning = dict(segmentation=maps, segmentation_repeats=repeats)
-        elif mode == "on-demand":
-            conditioning = dict(segmentation_features=features_on_demand(unet, maps, repeats))
         else:
             features = unet.encode_segmentation(maps, repeats)
             features_nbytes = features.nbytes
@@ -300,7 +269,6 @@ def gib(value: int) -> str:
 MODE_LABELS = {
     "reuse": "reused (held across steps)",
     "recompute": "recomputed in each forward",
-    "on-demand": "what-if: per block on demand",
     "per-image": "old design: copied per image",
 }
 
@@ -339,15 +307,10 @@ def verdict(rows: list[dict]) -> list[str]:
         f"Verdict: batch 8 with guidance in bf16 (8 distinct masks) peaks at {peak / GIB:.2f} GiB of tensors "
         f"against the 16 GiB goal: {outcome}."
     ]
-    if "recompute" in goal and goal["recompute"]["total"] >= peak:
+    if "recompute" in goal:
         lines.append(
-            f"Recomputing the features each step does not lower the peak ({goal['recompute']['total'] / GIB:.2f} GiB): "
-            "forward encodes every block's features before the encoder runs and holds them to the end."
-        )
-    if "on-demand" in goal:
-        lines.append(
-            f"Computing each block's features only when that block runs would peak at "
-            f"{goal['on-demand']['total'] / GIB:.2f} GiB (emulated here; the model does not do this)."
+            f"With reuse_mask_features=False (each block encodes the masks when it runs) the same step peaks at "
+            f"{goal['recompute']['total'] / GIB:.2f} GiB, at the price of the mask branch at every step."
         )
     return lines
 
@@ -389,9 +352,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.quick:
                     modes = ("reuse", "recompute")
                 elif batch == 1 or not distinct:  # the old design held 2B maps whatever the masks: one row per batch
-                    modes = ("reuse", "recompute", "on-demand")
+                    modes = ("reuse", "recompute")
                 else:
-                    modes = ("reuse", "recompute", "on-demand", "per-image")
+                    modes = ("reuse", "recompute", "per-image")
                 for mode in modes:
                     r = measure_step(unet, batch, distinct, mode, fake_mode)
                     if r["features_nbytes"] is not None:  # the count agrees with the model's own bookkeeping
