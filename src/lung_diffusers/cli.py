@@ -17,7 +17,7 @@ from importlib import import_module
 
 from . import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("lung_diffusers.inpainting.commands",)
+COMMAND_MODULES: tuple[str, ...] = ("lung_diffusers.inpainting.commands", "lung_diffusers.synthesis.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,44 @@
+"""Dataset padding at scale: a checkpoint and a mask dataset in, a labelled synthetic ``datasets`` dataset out.
+
+``lung-diffusers synthesize`` (:mod:`.commands`) runs :func:`synthesize` (:mod:`.runner`), on one process or many
+under accelerate. The pieces, one module each:
+
+* :mod:`.settings`: the request, the settings that decide the rows, the ``--masks`` spec.
+* :mod:`.checkpoint`, :mod:`.schedulers`: the generating checkpoint (folder or Hub commit, weights sha256).
+* :mod:`.mask_source`: loading and checking the mask dataset. :mod:`.mask_plan`: which mask and which placed
+  nodule each image gets, from (seed, global index).
+* :mod:`.generation`: one global batch -> rows. :mod:`.regeneration`: rows -> the same bytes again.
+* :mod:`.dataset_files`: the folder layout, batch shards and the merge. :mod:`.summary`, :mod:`.card`,
+  :mod:`.contact_sheet`, :mod:`.hub`: what a finished dataset shows and where it goes.
+
+Names are imported on first use, so ``lung-diffusers --help`` does not load torch.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "SynthesisRequest": ".settings",
+    "SynthesisSettings": ".settings",
+    "MaskSpec": ".settings",
+    "SynthesisResult": ".runner",
+    "synthesize": ".runner",
+    "finalize": ".runner",
+    "regenerate_row": ".regeneration",
+    "regenerate_batch": ".regeneration",
+    "rebuild_label_map": ".regeneration",
+    "push_synthetic_dataset": ".hub",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,118 @@
+"""The generating checkpoint: where it is (a folder, or a Hub repo at a commit), the hash of its weights, loading.
+
+Rows record the checkpoint as given (a folder path or a repo id), the Hub commit it resolved to, and the
+sha256 of its weights, so a row names exactly the weights that made it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A resolved checkpoint: ``name`` as given, the Hub ``revision`` (commit; None for a folder), its local files."""
+
+    name: str
+    revision: str | None
+    local_dir: Path
+    weights_sha256: str
+
+
+def resolve_checkpoint(name: str, revision: str | None = None, cache_dir: str | None = None) -> CheckpointRef:
+    """Find a LungSDMPipeline folder, or download (or find in the cache) a Hub repo at ``revision``.
+
+    Raises:
+        FileNotFoundError: neither a pipeline folder nor a reachable Hub repo.
+    """
+    path = Path(name)
+    if path.is_dir():
+        if revision is not None:
+            raise ValueError(f"--revision applies to Hub repos; {name} is a local folder")
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"{name} has no model_index.json: give a LungSDMPipeline folder (save_pretrained)")
+        return CheckpointRef(name, None, path, weights_sha256(path))
+    if path.exists() or name.count("/") != 1:
+        raise FileNotFoundError(f"--pipeline {name}: not a pipeline folder, nor a Hub repo id (owner/name)")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        local = Path(snapshot_download(name, revision=revision, cache_dir=cache_dir))
+    except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError) as error:
+        raise FileNotFoundError(f"--pipeline {name}: cannot get this Hub repo ({type(error).__name__}: {error})") from error
+    commit = local.name if _COMMIT.match(local.name) else _hub_commit(name, revision)
+    return CheckpointRef(name, commit, local, weights_sha256(local))
+
+
+def _hub_commit(repo_id: str, revision: str | None) -> str:
+    from huggingface_hub import HfApi
+
+    return HfApi().model_info(repo_id, revision=revision).sha
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """sha256 of the weights in a pipeline folder.
+
+    With one weights file (the usual ``unet/diffusion_pytorch_model.safetensors``) it is that file's sha256, as
+    ``sha256sum`` prints it; with several, the sha256 of their ``sha256sum``-style manifest (``<sha>  <path>``
+    lines, paths relative to the folder, sorted).
+    """
+    folder = Path(folder)
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES and not p.name.startswith(".")
+    )
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no weights (*.safetensors or *.bin)")
+    digests = [(_file_sha256(p), p.relative_to(folder).as_posix()) for p in files]
+    if len(digests) == 1:
+        return digests[0][0]
+    manifest = "".join(f"{digest}  {relative}\n" for digest, relative in digests)
+    return hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_pipeline(checkpoint: CheckpointRef, scheduler_class: str, device="cpu"):
+    """The checkpoint's :class:`~lung_diffusers.LungSDMPipeline` with the chosen scheduler, quiet, on ``device``."""
+    from ..models import SemanticUNet2DModel
+    from ..pipelines import LungSDMPipeline
+    from .schedulers import make_scheduler
+
+    with _quiet_diffusers():
+        pipe = LungSDMPipeline.from_pretrained(checkpoint.local_dir)
+    if not isinstance(pipe.unet, SemanticUNet2DModel):
+        raise ValueError(f"{checkpoint.name} is not a LungSDMPipeline (its U-Net is a {type(pipe.unet).__name__})")
+    pipe.scheduler = make_scheduler(scheduler_class, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+@contextlib.contextmanager
+def _quiet_diffusers():
+    """Hide diffusers' loading bar and its notes about the EMA fields in exported U-Net configs."""
+    from diffusers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    bars = logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()

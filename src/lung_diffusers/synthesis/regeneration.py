@@ -1,0 +1,95 @@
+"""Regenerating rows of a synthetic dataset from their metadata.
+
+A row is reproduced bit for bit from its columns together with its batch mates (same ``batch_index``): the
+checkpoint (checked against ``checkpoint_sha256``), the scheduler, steps and guidance, every image's seed and
+mask, and the torch thread count, on the same hardware and software (``device``, ``software``). The mask can
+also be rebuilt from the source dataset and the ``edit`` (:func:`rebuild_label_map`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..data.masks import resize_label_map
+from .checkpoint import load_pipeline, resolve_checkpoint
+from .generation import png_metadata, run_pipeline, synthetic_png_bytes
+from .mask_plan import PlacedNodule, apply_edit
+from .mask_source import decode_mask
+
+
+def pipeline_for(row: dict, cache_dir: str | None = None):
+    """The row's pipeline and scheduler, after checking that its weights are the ones that made the row.
+
+    A checkpoint recorded as a relative folder path is looked up from the current folder.
+    """
+    checkpoint = resolve_checkpoint(row["checkpoint"], row["checkpoint_revision"], cache_dir)
+    if checkpoint.weights_sha256 != row["checkpoint_sha256"]:
+        raise ValueError(
+            f"the weights of {row['checkpoint']} have sha256 {checkpoint.weights_sha256}, but the row was made by "
+            f"{row['checkpoint_sha256']}: the checkpoint changed since (a newer export at the same path?)"
+        )
+    return load_pipeline(checkpoint, row["scheduler"])
+
+
+def batch_rows(dataset, batch_index: int) -> list[dict]:
+    """The rows of one generation batch, in batch order."""
+    indices = [i for i, b in enumerate(dataset["batch_index"]) if b == batch_index]
+    return sorted((dataset[i] for i in indices), key=lambda row: row["batch_position"])
+
+
+def regenerate_batch(rows: Sequence[dict], pipe=None, cache_dir: str | None = None) -> list[bytes]:
+    """The PNG bytes of a whole batch, made again from the rows' metadata (``pipe``: reuse a loaded pipeline)."""
+    rows = sorted(rows, key=lambda row: row["batch_position"])
+    first = rows[0]
+    if [r["batch_position"] for r in rows] != list(range(first["batch_size"])) or {r["batch_index"] for r in rows} != {
+        first["batch_index"]
+    }:
+        raise ValueError("give all the rows of one batch (same batch_index, positions 0 to batch_size - 1)")
+    pipe = pipe if pipe is not None else pipeline_for(first, cache_dir)
+    label_maps = np.stack([_label_map(row["mask"]) for row in rows])
+    with torch_threads(first["torch_threads"]):
+        images = run_pipeline(
+            pipe, label_maps, [row["seed"] for row in rows], first["num_inference_steps"], first["guidance_scale"]
+        )
+    return [synthetic_png_bytes(image, png_metadata(row)) for image, row in zip(images, rows)]
+
+
+def regenerate_row(dataset, index: int, pipe=None, cache_dir: str | None = None) -> bytes:
+    """The PNG bytes of row ``index`` of a loaded synthetic dataset, regenerated with its batch."""
+    row = dataset[int(index)]
+    rows = batch_rows(dataset, row["batch_index"])
+    return regenerate_batch(rows, pipe, cache_dir)[row["batch_position"]]
+
+
+def rebuild_label_map(row: dict, cache_dir: str | None = None) -> np.ndarray:
+    """The row's label map made again from the source dataset (``source_mask``) and the ``edit``."""
+    import datasets
+
+    from ..training.slice_data import load_slice_dataset
+
+    source = row["source_mask"]
+    split = load_slice_dataset(source["dataset"], [source["config"]], source["split"], cache_dir)
+    stored = split.cast_column("mask", datasets.Image(decode=False))[int(source["row"])]["mask"]
+    size = _label_map(row["mask"]).shape[0]
+    return apply_edit(resize_label_map(decode_mask(stored), size), PlacedNodule.from_record(row["edit"]))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _label_map(value) -> np.ndarray:
+    if isinstance(value, dict):
+        return decode_mask(value)
+    return np.asarray(value)
