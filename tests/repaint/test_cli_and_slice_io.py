@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import SimpleITK as sitk
-from conftest import NODULE_SERIES, NODULE_SLICE, prior_scheduler, tiny_sdm, tiny_unet
+from repaint_support import NODULE_SERIES, NODULE_SLICE, prior_scheduler, tiny_sdm, tiny_unet
 
 from lung_diffusers import LungSDMPipeline, is_synthetic
 from lung_diffusers.cli import main

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import FAST, make_pipe, tiny_sdm, tiny_unet
+from repaint_support import FAST, make_pipe, tiny_sdm, tiny_unet
 
 from lung_diffusers import insert_nodule, is_synthetic, remove_nodule
 from lung_diffusers.inpainting import (

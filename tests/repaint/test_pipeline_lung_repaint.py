@@ -9,8 +9,8 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import FAST, make_pipe, prior_scheduler, tiny_sdm, tiny_unet
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, RePaintScheduler
+from repaint_support import FAST, make_pipe, prior_scheduler, tiny_sdm, tiny_unet
 
 from lung_diffusers import LungRePaintPipeline, LungSDMPipeline, is_synthetic, save_synthetic_png
 from lung_diffusers.pipelines.pipeline_lung_repaint import repaint_schedule
