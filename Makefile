@@ -1,6 +1,6 @@
 # The README's two commands. Each creates .venv with plain pip on a fresh machine.
 #   make demo   - synthetic slices from the bundled demo checkpoint (outputs/demo)
-#   make test   - lint and run the test suite (CI runs this)
+#   make test   - lint and run the test suite (CI runs this; the Space's browser tests need chromium)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,14 +14,14 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean space space-bundle
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_PIN)" -e ".[dev,lidc,train]"
+	$(PY) -m pip install --quiet "$(TORCH_PIN)" -e ".[dev,lidc,train,space]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,3 +35,12 @@ test: lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache outputs
+
+# The Gradio Space (spaces/). `make space` serves it on http://127.0.0.1:7860; `make space-bundle` writes
+# dist/space, a folder to upload as a Hugging Face Space.
+# With a Hub model: make space HF_HUB_OFFLINE=0 LUNG_SPACE_PIPELINE=you/your-lung-sdm
+space: $(STAMP)
+	$(PY) spaces/app.py
+
+space-bundle:
+	$(PYTHON) spaces/make_bundle.py --output dist/space
