@@ -14,6 +14,7 @@ So the best checkpoint so far can be shipped while training goes on, and a later
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import UNet2DModel
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from PIL import Image
+from safetensors.torch import load_file
 from train_sdm import parse_args as parse_training_args
 from train_sdm import write_pipeline_folder
 
@@ -31,6 +34,16 @@ from lung_diffusers.training.checkpoints import checkpoint_state, resolve_checkp
 from lung_diffusers.training.slice_data import SliceTrainingData, load_slice_dataset
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+def load_model(model_cls, folder: Path) -> torch.nn.Module:
+    """A checkpoint's model with a clean config: ``EMAModel.save_pretrained`` adds its own settings (decay, power,
+    optimization_step, ...) to ``config.json``, and a shipped folder carrying them would warn on every load."""
+    config = model_cls.load_config(folder)
+    accepted = set(inspect.signature(model_cls.__init__).parameters) - {"self"}
+    model = model_cls.from_config({key: value for key, value in config.items() if key in accepted})
+    model.load_state_dict(load_file(folder / SAFETENSORS_WEIGHTS_NAME))
+    return model.eval()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,8 +100,10 @@ def main(args: argparse.Namespace) -> Path:
     state = checkpoint_state(checkpoint)
     model_cls = SemanticUNet2DModel if training_args.model == "sdm" else UNet2DModel
     weights = checkpoint / ("unet" if training_args.no_ema else "unet_ema")
-    unet = model_cls.from_pretrained(weights)
-    num_slices = len(load_slice_dataset(training_args.dataset_name, training_args.dataset_config, training_args.train_split))
+    unet = load_model(model_cls, weights)
+    num_slices = len(
+        load_slice_dataset(training_args.dataset_name, training_args.dataset_config, training_args.train_split)
+    )
     folder = write_pipeline_folder(
         training_args,
         unet,
@@ -118,7 +133,9 @@ def _argv_of(recorded: dict) -> list[str]:
         if value is True:
             argv.append(f"--{key}")
         elif isinstance(value, list):
-            argv += [f"--{key}", *map(str, value)] if key == "dataset_config" else [f"--{key}", ",".join(map(str, value))]
+            argv += (
+                [f"--{key}", *map(str, value)] if key == "dataset_config" else [f"--{key}", ",".join(map(str, value))]
+            )
         else:
             argv += [f"--{key}", str(value)]
     return argv

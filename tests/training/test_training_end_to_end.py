@@ -239,6 +239,8 @@ def test_export_ships_the_newest_checkpoint_as_a_small_pipeline_with_example_mas
     nodule = np.asarray(PIL.Image.open(folder / "example_masks" / "nodule.png"))
     assert nodule.shape == (32, 32) and (nodule == 5).any()
 
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    assert not {"decay", "optimization_step", "power"} & set(config)  # EMAModel's settings would warn on each load
     exported = LungSDMPipeline.from_pretrained(folder)
     trained = LungSDMPipeline.from_pretrained(sdm_run / "pipeline")
     assert exported.unet.dtype == torch.float32
