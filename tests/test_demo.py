@@ -1,6 +1,7 @@
 """`make demo` (python -m lung_diffusers.demo): outputs of every kind, all marked synthetic; clear errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -47,3 +48,27 @@ def test_demo_writes_marked_png_nifti_and_side_by_side(demo_pipeline, tmp_path, 
 def test_demo_errors_are_one_line(tmp_path, capsys):
     assert cli(["--pipeline", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bundled_demo_checkpoints_load_and_run(tmp_path):
+    """The committed pipelines/ folders: the SDM draws through `make demo`'s code, the prior loads in diffusers and
+    in the RePaint pipeline, both marked as trained models with a card."""
+    from diffusers import DDPMPipeline
+
+    from lung_diffusers import LungRePaintPipeline
+
+    sdm = REPO / "pipelines" / "lung-sdm-64"
+    written = main(parse_args(["--pipeline", str(sdm), "--output", str(tmp_path), "--steps", "2",
+                               "--images-per-mask", "1"]))
+    assert len(written) == 6 and all(is_synthetic(p) for p in written)  # 2 masks x (PNG, NIfTI) + 2 side-by-side
+    prior = REPO / "pipelines" / "lung-ddpm-prior-64"
+    patches = DDPMPipeline.from_pretrained(prior)(batch_size=1, num_inference_steps=2, output_type="np").images
+    assert patches.shape == (1, 64, 64, 1)
+    assert LungRePaintPipeline.from_pretrained(prior).unet.config.out_channels == 2  # learned variance
+    for folder in (sdm, prior):
+        card = (folder / "README.md").read_text()
+        assert "| steps |" in card and "synthetic" in card
+        assert json.loads((folder / "training.json").read_text())["steps"] > 1000

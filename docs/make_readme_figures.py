@@ -1,0 +1,112 @@
+"""Remake the README's RePaint figures from the bundled demo checkpoints and the recipe's LIDC-IDRI mini data.
+
+    python docs/make_readme_figures.py --dataset outputs/luna16-mini [--runs ../train-runs/sdm-64 ...]
+
+``--dataset`` is the data recipe's output for ``../shared/data/lidc-mini`` (the README's ``prepare_luna16.py``
+command). Removal: LIDC-IDRI-0003 slice 75 (a 21 mm nodule, training patient) with the healthy prior. Insertion:
+LIDC-IDRI-0001 slice 90 (held-out patient), a 20-px nodule placed in its right lung with the SDM. Both run through
+the ``lung-diffusers`` command exactly as the README shows it; the figures are copied to ``docs/images``.
+``--runs``: training output folders whose tensorboard losses are plotted over steps (``training_loss.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from datasets import load_dataset
+
+from lung_diffusers.cli import main as lung_diffusers
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO / "docs" / "images"
+
+
+def write_slice(dataset: str, patient: str, slice_index: int, folder: Path) -> tuple[Path, Path]:
+    """The recipe's slice and label map (PNGs) of one nodule slice."""
+    rows = load_dataset(dataset, "nodule")
+    for split in rows.values():
+        for row in split:
+            if row["patient_id"] == patient and row["slice_index"] == slice_index:
+                folder.mkdir(parents=True, exist_ok=True)
+                row["image"].save(folder / "slice.png")
+                row["mask"].save(folder / "mask.png")
+                return folder / "slice.png", folder / "mask.png"
+    raise SystemExit(f"{patient} slice {slice_index} is not a nodule slice of {dataset}")
+
+
+def scalars(run: Path, tag: str) -> dict[int, float]:
+    """One tensorboard scalar of a training run by step; a step logged again after a resume keeps its last value."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    points = []
+    for events in run.glob("logs/*/events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:  # the loader turns simple values into scalar tensors
+                if value.tag == tag:
+                    scalar = value.tensor.float_val[0] if value.tensor.float_val else value.simple_value
+                    points.append((event.wall_time, event.step, scalar))
+    return {step: value for _, step, value in sorted(points)}
+
+
+def plot_losses(runs: list[Path], output: Path, window: int = 200) -> None:
+    """Training loss over steps, each run's raw values faint and a moving average of ``window`` steps on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(7, 3.2), dpi=120)
+    for run in runs:
+        losses = scalars(run, "loss")
+        if not losses:
+            raise SystemExit(f"no tensorboard 'loss' under {run}/logs")
+        steps = np.array(sorted(losses))
+        values = np.array([losses[s] for s in steps])
+        line = axis.plot(steps, values, alpha=0.15, linewidth=0.5)[0]
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        axis.plot(steps[window - 1 :], smooth, color=line.get_color(), label=f"{run.name} ({window}-step mean)")
+    axis.set(xlabel="step", ylabel="training loss (MSE + VB)", yscale="log")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(output)
+
+
+def run(argv: list[str]) -> None:
+    try:
+        lung_diffusers(argv)
+    except SystemExit as done:  # the command exits with its status
+        if done.code:
+            raise
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="the recipe's output for ../shared/data/lidc-mini")
+    parser.add_argument("--runs", nargs="*", default=[], help="training output folders to plot the loss of")
+    parser.add_argument("--pipelines", default=str(REPO / "pipelines"), help="folder of the demo checkpoints")
+    args = parser.parse_args()
+    pipelines = Path(args.pipelines)
+    if args.runs:
+        plot_losses([Path(r) for r in args.runs], IMAGES / "training_loss.png")
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        image, labels = write_slice(args.dataset, "LIDC-IDRI-0003", 75, work / "removal")
+        run(["remove-nodule", "--pipeline", str(pipelines / "lung-ddpm-prior-64"), "--image", str(image),
+             "--label-map", str(labels), "--samples", "3", "--output", str(work / "removed")])  # fmt: skip
+        shutil.copyfile(work / "removed" / "figure.png", IMAGES / "repaint_nodule_removal.png")
+
+        image, labels = write_slice(args.dataset, "LIDC-IDRI-0001", 90, work / "insertion")
+        run(["insert-nodule", "--pipeline", str(pipelines / "lung-sdm-64"), "--image", str(image),
+             "--label-map", str(labels), "--nodule-center", "121", "86", "--nodule-diameter-px", "20",
+             "--output", str(work / "inserted")])  # fmt: skip
+        shutil.copyfile(work / "inserted" / "figure.png", IMAGES / "repaint_nodule_insertion.png")
+    print(f"wrote {IMAGES / 'repaint_nodule_removal.png'} and {IMAGES / 'repaint_nodule_insertion.png'}")
+
+
+if __name__ == "__main__":
+    main()
