@@ -7,6 +7,8 @@ Modules:
 - :mod:`.nodule_insertion`: :func:`insert_nodule`, a nodule (benign / malignant with a 7-class SDM) put into a slice.
 - :mod:`.nodule_edit`: :class:`NoduleEdit`, the result of either, and the mask handling they share.
 - :mod:`.anomaly_map`: mask-free anomaly maps, AnoDDPM-style (partial noising, denoising with the prior).
+- :mod:`.anomaly_evaluation`: pixel AUROC and Dice of anomaly maps, the threshold picked on training patients.
+- :mod:`.synthetic_nodules`: simple nodules painted into healthy slices at known places (ground truth).
 - :mod:`.difference_maps`: Listing 6's quantile clipping and the difference / uncertainty maps.
 - :mod:`.figure`: input | mask | result | difference figures that say which panel is real.
 - :mod:`.slice_io`: one slice from PNG, NIfTI / MetaImage or a DICOM series (with a slice index).
@@ -29,6 +31,14 @@ _EXPORTS = {
     "AnomalyMap": "anomaly_map",
     "anomaly_map": "anomaly_map",
     "reconstruct_from_noise_level": "anomaly_map",
+    "DiceThreshold": "anomaly_evaluation",
+    "pixel_auroc": "anomaly_evaluation",
+    "dice_curve": "anomaly_evaluation",
+    "best_dice_threshold": "anomaly_evaluation",
+    "dice_at_threshold": "anomaly_evaluation",
+    "dice_score": "anomaly_evaluation",
+    "SyntheticNodule": "synthetic_nodules",
+    "place_synthetic_nodule": "synthetic_nodules",
     "difference_map": "difference_maps",
     "quantile_clip": "difference_maps",
     "mean_and_uncertainty": "difference_maps",

@@ -1,0 +1,299 @@
+"""Evaluating mask-free anomaly maps (issue 9, item 3): the metrics on cases with known answers, the synthetic
+nodules, and training/evaluate_anomaly_maps.py end to end on a tiny random prior and a tiny recipe-shaped dataset
+(the prior's output is noise there, so the model-free baseline is what carries a known answer)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from repaint_support import prior_scheduler, tiny_unet
+
+from lung_diffusers.inpainting import (
+    best_dice_threshold,
+    dice_at_threshold,
+    dice_curve,
+    dice_score,
+    pixel_auroc,
+    place_synthetic_nodule,
+)
+from lung_diffusers.inpainting.slice_io import hu_from_image
+from lung_diffusers.inpainting.synthetic_nodules import lung_depth_mm, nodule_fits
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_anomaly_maps", REPO_ROOT / "training" / "evaluate_anomaly_maps.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def chest(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """A label map (body, right lung 3 on the image's left, left lung 2) and its uint8 lung-window slice."""
+    labels = np.zeros((size, size), np.uint8)
+    labels[1 : size - 1, 0:size] = 1
+    labels[5 : size - 5, 2 : size // 2 - 1] = 3
+    labels[5 : size - 5, size // 2 + 1 : size - 2] = 2
+    rng = np.random.default_rng(size)
+    image = np.where(labels == 1, 0.7, 0.0) + np.where(np.isin(labels, (2, 3)), 0.1, 0.0)
+    image = np.clip(image + rng.normal(0, 0.02, image.shape) * (labels > 0), 0, 1)
+    return (image * 255).round().astype(np.uint8), labels
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def test_pixel_auroc_of_known_cases():
+    assert pixel_auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75  # 3 of 4 pairs ordered
+    assert pixel_auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert pixel_auroc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1])) == 0.0
+    assert pixel_auroc(np.full(6, 0.3), np.array([0, 1, 0, 1, 0, 0])) == 0.5  # ties count one half
+    # The region drops the misordered normal pixel (0.4): the rest is perfectly ordered.
+    region = np.array([1, 0, 1, 1])
+    assert pixel_auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]), region) == 1.0
+    assert math.isnan(pixel_auroc(np.ones(3), np.zeros(3)))  # no lesion: undefined
+    # Maps of different sizes pool pixel by pixel.
+    assert (
+        pixel_auroc([np.array([[0.1, 0.9]]), np.array([[0.2], [0.8]])], [np.array([[0, 1]]), np.array([[0], [1]])])
+        == 1
+    )
+
+
+def test_pixel_auroc_matches_scikit_learn_with_ties():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    truth = rng.random((3, 20, 20)) < 0.1
+    scores = np.round(rng.normal(truth * 0.8, 1.0), 1)  # rounded: many ties
+    assert pixel_auroc(scores, truth) == pytest.approx(metrics.roc_auc_score(truth.ravel(), scores.ravel()), abs=1e-12)
+
+
+def test_dice_curve_and_best_threshold_match_brute_force():
+    thresholds, dice = dice_curve(np.array([0.5, 0.5, 0.1]), np.array([1, 0, 0]))
+    assert thresholds.tolist() == [0.5, 0.1] and dice == pytest.approx([2 / 3, 0.5])  # a tie is taken whole
+
+    rng = np.random.default_rng(1)
+    truth = rng.random((2, 16, 16)) < 0.15
+    scores = np.round(truth * 0.6 + rng.random(truth.shape), 2)
+    region = rng.random(truth.shape) < 0.8
+    thresholds, dice = dice_curve(scores, truth, region)
+    brute = [dice_at_threshold(scores, truth, t, region) for t in thresholds]
+    assert dice == pytest.approx(brute)
+    best = best_dice_threshold(scores, truth, region)
+    assert best.dice == pytest.approx(max(brute)) and best.threshold == thresholds[int(np.argmax(brute))]
+    assert dice_score(np.zeros(4), np.zeros(4)) == 1.0 and dice_score(np.ones(4), np.zeros(4)) == 0.0
+    with pytest.raises(ValueError, match="no lesion pixel"):
+        best_dice_threshold(scores, np.zeros_like(truth))
+
+
+def test_the_dice_threshold_comes_from_the_train_patients_only(script):
+    """Train lesions score 0.6, test lesions 0.3: the train threshold misses every test lesion, and the test set's
+    own best threshold (which would find them all) is reported only as the upper bound."""
+    _, labels = chest()
+    truth = np.zeros(labels.shape, bool)
+    truth[12:15, 6:9] = True
+    normal = np.random.default_rng(2).uniform(0, 0.2, labels.shape)
+
+    def item(patient):
+        return {"labels": labels, "truth": truth, "patient_id": patient}
+
+    sets = {"train": [item("P2"), item("P3")], "test-synthetic": [item("P1")], "test-real": []}
+    scores = {"train": [np.where(truth, 0.6, normal)] * 2, "test-synthetic": [np.where(truth, 0.3, normal)]}
+    result = script.evaluate_level(scores, sets, "lungs")
+    assert result["threshold"] == pytest.approx(0.6) and result["sets"]["train"]["dice"] == 1.0
+    test = result["sets"]["test-synthetic"]
+    assert test["auroc"] == 1.0 and test["dice"] == 0.0 and test["best_possible_dice"] == 1.0
+    # Whatever the test maps hold, the threshold does not move.
+    scores["test-synthetic"] = [np.where(truth, 0.9, normal)]
+    assert script.evaluate_level(scores, sets, "lungs")["threshold"] == result["threshold"]
+
+    with pytest.raises(ValueError, match="P2 are in both"):
+        script.check_patients_apart(sets["train"], [item("P2")])
+
+
+# ---------------------------------------------------------------------------------------------- synthetic nodules
+
+
+def test_a_synthetic_nodule_has_its_size_density_and_place():
+    image, labels = chest(64)
+    nodule = place_synthetic_nodule(
+        image, labels, (1.0, 1.0), np.random.default_rng(0), diameter_mm=(10, 10), hu=(-50, -50), texture_hu=0
+    )
+    lung = np.isin(labels, (2, 3))
+    assert nodule.synthetic and nodule.mask.any() and lung[nodule.mask].all()
+    assert nodule.mask.sum() == pytest.approx(math.pi * 5**2, rel=0.3)  # lobulated 10 mm disc, 1-mm pixels
+    assert hu_from_image(nodule.image[nodule.mask]).mean() == pytest.approx(-50, abs=150)  # soft edge included
+    inner = nodule.mask & (np.hypot(*np.indices(labels.shape) - np.array(nodule.center)[:, None, None]) < 2)
+    assert hu_from_image(nodule.image[inner]).mean() == pytest.approx(-50, abs=10)
+    far = np.hypot(*np.indices(labels.shape) - np.array(nodule.center)[:, None, None]) > 10
+    assert np.array_equal(nodule.image[far], image[far] / np.float32(255))  # the rest of the slice is untouched
+
+    again = place_synthetic_nodule(
+        image, labels, (1.0, 1.0), np.random.default_rng(0), diameter_mm=(10, 10), hu=(-50, -50), texture_hu=0
+    )
+    assert np.array_equal(again.image, nodule.image)  # one seed, one nodule
+    other = place_synthetic_nodule(image, labels, (1.0, 1.0), np.random.default_rng(1))
+    assert other.center != nodule.center or other.diameter_mm != nodule.diameter_mm
+
+    # Room: these lungs are 29 px wide, so 15 mm deep at 1 mm per pixel (30 mm at 2 mm).
+    assert lung_depth_mm(labels, (1.0, 1.0)) == 15 and lung_depth_mm(labels, (2.0, 2.0)) == 30
+    assert nodule_fits(labels, (1.0, 1.0), 20) and not nodule_fits(labels, (1.0, 1.0), 30)
+    shrunk = place_synthetic_nodule(image, labels, (1.0, 1.0), np.random.default_rng(0), diameter_mm=(40, 40))
+    assert shrunk.diameter_mm < 30 and lung[shrunk.mask].all()  # too big for the lung: the largest that fits
+    with pytest.raises(ValueError, match="no lung"):
+        place_synthetic_nodule(image, np.ones_like(labels), (1.0, 1.0), np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------------------------------------- the script
+
+
+README = """---
+configs:
+- config_name: healthy
+  data_files:
+  - split: train
+    path: data/healthy/train-*.parquet
+  - split: test
+    path: data/healthy/test-*.parquet
+- config_name: nodule
+  data_files:
+  - split: test
+    path: data/nodule/test-*.parquet
+---
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_recipe(tmp_path_factory):
+    """A recipe-shaped dataset of 32-px chests: healthy train (P-0002, P-0003), healthy test and nodule test
+    (P-0001, a bright 5-px nodule in the right lung)."""
+    import datasets
+
+    folder = tmp_path_factory.mktemp("anomaly-recipe")
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "mask": datasets.Image(),
+            "patient_id": datasets.Value("string"),
+            "slice_index": datasets.Value("int32"),
+            "spacing": {"pixel_mm": datasets.Sequence(datasets.Value("float32"))},
+        }
+    )
+    image, labels = chest()
+
+    def write(config, split, patients, nodule=False):
+        images, masks = [], []
+        for k in range(len(patients)):
+            img, lab = image.copy(), labels.copy()
+            if nodule:
+                disc = np.hypot(*(np.indices(lab.shape) - np.array([14 + k, 8])[:, None, None])) <= 2.5
+                lab[disc], img[disc] = 5, 190
+            images.append(img)
+            masks.append(lab)
+        data = {
+            "image": images,
+            "mask": masks,
+            "patient_id": patients,
+            "slice_index": list(range(len(patients))),
+            "spacing": [{"pixel_mm": [2.0, 2.0]}] * len(patients),
+        }
+        path = folder / "data" / config / f"{split}-00000-of-00001.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(data, features=features).to_parquet(str(path))
+
+    write("healthy", "train", ["LIDC-IDRI-0002", "LIDC-IDRI-0003", "LIDC-IDRI-0003"])
+    write("healthy", "test", ["LIDC-IDRI-0001"] * 3)
+    write("nodule", "test", ["LIDC-IDRI-0001"] * 2, nodule=True)
+    (folder / "README.md").write_text(README)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    from diffusers import DDPMPipeline
+
+    folder = tmp_path_factory.mktemp("anomaly-prior") / "prior"
+    DDPMPipeline(unet=tiny_unet(), scheduler=prior_scheduler()).save_pretrained(folder)
+    return folder
+
+
+def test_the_script_end_to_end_on_a_tiny_prior(script, tiny_recipe, tiny_prior, tmp_path):
+    from lung_diffusers import is_synthetic
+    from lung_diffusers.inpainting.anomaly_evaluation import best_dice_threshold
+
+    output = tmp_path / "evaluation"
+    argv = [
+        "--pipeline", str(tiny_prior), "--dataset_name", str(tiny_recipe), "--cache_dir", str(tmp_path / "cache"),
+        "--image_size", "32", "--noise_levels", "0.2", "0.6", "--num_inference_steps", "10", "--scheduler", "ddim",
+        "--max_train_slices", "2", "--nodule_diameter_mm", "4", "6", "--figure_rows", "1", "--output", str(output),
+    ]  # fmt: skip
+    args = script.parse_args(argv)
+    report = script.main(args)
+
+    assert json.loads((output / script.REPORT_FILE).read_text()) == report
+    settings = report["settings"]
+    assert settings["patients"] == {
+        "train": ["LIDC-IDRI-0002", "LIDC-IDRI-0003"],
+        "test-synthetic": ["LIDC-IDRI-0001"],
+        "test-real": ["LIDC-IDRI-0001"],
+    }
+    assert settings["scheduler"] == "DDIMScheduler" and len(settings["slices"]["test-synthetic"]) == 3
+    assert list(report["regions"]) == ["lungs", "body"]
+    lungs = report["regions"]["lungs"]
+    assert list(lungs["levels"]) == ["intensity", "0.2", "0.6"]
+    assert lungs["levels"]["0.2"]["start_timestep"] == 111 and lungs["levels"]["0.6"]["start_timestep"] == 555
+    # The baseline's threshold is the best Dice of the train set, rebuilt here from the same seeds.
+    train = script.with_synthetic_nodules(
+        script.load_rows(args, "healthy", "train", 2, 2 * args.nodule_diameter_mm[1]), args, stream=0
+    )
+    expected = best_dice_threshold(
+        [t["image"] for t in train],
+        [t["truth"] for t in train],
+        [script.scored_region(t["labels"], "lungs") for t in train],
+    )
+    assert lungs["levels"]["intensity"]["threshold"] == pytest.approx(expected.threshold)
+    # Bright nodules in dark lungs: the baseline separates them; the real nodule slices are listed one by one.
+    baseline = lungs["levels"]["intensity"]["sets"]
+    assert baseline["test-synthetic"]["auroc"] > 0.95 and baseline["test-real"]["auroc"] > 0.95
+    assert [row["slice_index"] for row in lungs["real_slices"]] == [0, 1]
+    assert all(0 <= row["0.6"]["auroc"] <= 1 and row["nodule_pixels"] > 0 for row in lungs["real_slices"])
+
+    with open(output / script.CSV_FILE) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 3 * (2 + 3 + 2)  # regions x scores x slices
+    assert (output / script.TABLE_FILE).read_text().startswith("# Mask-free anomaly maps")
+    figures = sorted(output.glob("figure-*.png"))
+    assert [f.name for f in figures] == sorted(
+        script.figure_name(name, key) for name in ("test-synthetic", "test-real") for key in ("intensity", 0.2, 0.6)
+    )
+    assert all(is_synthetic(f) for f in figures)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--noise_levels": "0"}, "--noise_levels must be distinct shares"),
+        ({"--test_split": "train"}, "must differ"),
+        ({"--pipeline": "missing"}, "no saved pipeline"),
+        ({"--nodule_diameter_mm": "9"}, None),  # argparse: two values needed
+    ],
+)
+def test_bad_options_are_refused(script, tiny_recipe, tiny_prior, tmp_path, capsys, change, message):
+    options = {"--pipeline": str(tiny_prior), "--dataset_name": str(tiny_recipe), "--output": str(tmp_path / "out")}
+    options.update(change)
+    argv = [item for pair in options.items() for item in pair]
+    if message is None:
+        with pytest.raises(SystemExit):
+            script.cli(argv)
+        return
+    assert script.cli(argv) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()

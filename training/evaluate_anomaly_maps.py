@@ -1,0 +1,677 @@
+#!/usr/bin/env python
+"""Evaluate mask-free anomaly maps (AnoDDPM-style, healthy prior) on held-out patients: pixel AUROC and Dice.
+
+    python training/evaluate_anomaly_maps.py --pipeline pipelines/lung-ddpm-prior-64 \\
+        --dataset_name ../train-runs/data/luna16-mini-all --noise_levels 0.1 0.25 0.5 --output anomaly-eval
+
+Each slice is noised to a share of the diffusion chain (``--noise_levels``) and denoised by the healthy prior
+(:func:`lung_diffusers.inpainting.anomaly_map`, the slice's own 256-px size); the anomaly score of a pixel is the
+thesis' quantile-clipped difference slice - reconstruction (a bright lesion is positive). Three sets of slices:
+
+- **train** (``--train_split``, LIDC-IDRI-0002/0003 in the recipe): healthy slices with one synthetic nodule each
+  (:func:`~lung_diffusers.inpainting.place_synthetic_nodule`). Only here is the Dice threshold chosen: the one with
+  the best pooled Dice, per noise level.
+- **test, synthetic** (``--test_split``, the held-out LIDC-IDRI-0001): its healthy slices with synthetic nodules,
+  placed by other random draws. Pixel AUROC, and Dice at the train threshold.
+- **test, real**: the held-out patient's reference-nodule slices (``--nodule_config``), the recipe's nodule mask as
+  truth, reported slice by slice.
+
+Healthy slices are taken, spread over the split, among those whose lungs have room for twice the largest nodule
+(near the apex and base a nodule would fill the lung). A baseline that needs no model is scored the same way: the
+slice's own intensity as the anomaly score (nodules are bright). Pixels count inside each of ``--regions``, reported
+apart: the lungs (with the nodules), and the body (the air around the patient is trivially normal and is left out).
+Why synthetic nodules rather than the SDM's insertion, and what that costs: see
+:mod:`lung_diffusers.inpainting.synthetic_nodules`. Writes into ``--output``, all at once when done:
+
+- ``anomaly_evaluation.json`` / ``.md``: per region and noise level, the train threshold, AUROC and Dice of each
+  set (and the best Dice the test set itself would allow, an upper bound, not a result), the real slices one by
+  one, the settings;
+- ``anomaly_per_slice.csv``: one line per region, noise level and slice;
+- ``figure-<set>-noise-<level>.png``: the worst and best slices by Dice (input | truth | reconstruction | anomaly
+  map | prediction at the train threshold, in the first region), marked synthetic.
+
+Bad input exits with status 2 and a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import datasets
+import numpy as np
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.utils import logging as diffusers_logging
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from lung_diffusers import LungRePaintPipeline, save_synthetic_png
+from lung_diffusers.atomic_write import atomic_directory, write_text_atomically
+from lung_diffusers.inpainting import anomaly_map, place_synthetic_nodule
+from lung_diffusers.inpainting.anomaly_evaluation import (
+    best_dice_threshold,
+    dice_at_threshold,
+    dice_score,
+    lesion_prediction,
+    pixel_auroc,
+)
+from lung_diffusers.inpainting.figure import Panel, difference_rgb, grey_rgb, region_overlay_rgb, render_figure
+from lung_diffusers.inpainting.settings import RECIPE_IMAGE_SIZE
+from lung_diffusers.inpainting.synthetic_nodules import DEFAULT_DIAMETER_MM, DEFAULT_NODULE_HU, nodule_fits
+from lung_diffusers.labels import BACKGROUND, LEFT_LUNG, NODULE, RIGHT_LUNG
+
+REPORT_FILE, TABLE_FILE, CSV_FILE = "anomaly_evaluation.json", "anomaly_evaluation.md", "anomaly_per_slice.csv"
+SETS = ("train", "test-synthetic", "test-real")
+BASELINE = "intensity"  # the "noise level" key of the model-free baseline
+CSV_COLUMNS = (
+    "region", "set", "noise_level", "patient_id", "slice_index", "row", "synthetic_input", "nodule_pixels",
+    "diameter_mm", "nodule_hu", "auroc", "dice", "called_pixels",
+)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    data = parser.add_argument_group("model and slices")
+    data.add_argument("--pipeline", required=True, help="the healthy prior: a saved DDPMPipeline folder")
+    data.add_argument("--dataset_name", required=True, help="recipe output folder or Hub dataset repo id")
+    data.add_argument("--healthy_config", default="healthy", help="config of the nodule-free slices")
+    data.add_argument("--nodule_config", default="nodule", help="config of the reference-nodule slices")
+    data.add_argument("--train_split", default="train", help="split of the patients the threshold is chosen on")
+    data.add_argument("--test_split", default="test", help="split of the held-out patients")
+    data.add_argument("--cache_dir", help="datasets cache folder")
+    data.add_argument(
+        "--image_size",
+        type=int,
+        default=RECIPE_IMAGE_SIZE,
+        help=f"side the slices are resized to (default {RECIPE_IMAGE_SIZE}, the recipe's and the prior's scale)",
+    )
+    data.add_argument(
+        "--max_train_slices",
+        type=int,
+        help="healthy train slices used (default: all with room for the nodule), spread over the split",
+    )
+    data.add_argument(
+        "--max_test_slices",
+        type=int,
+        help="healthy test slices used (default: all with room for the nodule), spread over the split",
+    )
+    data.add_argument("--max_nodule_slices", type=int, help="reference-nodule test slices used (default: all)")
+
+    nodules = parser.add_argument_group("synthetic nodules")
+    nodules.add_argument(
+        "--nodule_diameter_mm", type=float, nargs=2, default=list(DEFAULT_DIAMETER_MM), help="(low, high) in mm"
+    )
+    nodules.add_argument(
+        "--nodule_hu", type=float, nargs=2, default=list(DEFAULT_NODULE_HU), help="(low, high) mean density in HU"
+    )
+
+    recon = parser.add_argument_group("reconstruction")
+    recon.add_argument(
+        "--noise_levels", type=float, nargs="+", default=[0.1, 0.25, 0.5], help="shares of the chain, in (0, 1]"
+    )
+    recon.add_argument("--num_inference_steps", type=int, default=50, help="steps of the whole chain")
+    recon.add_argument("--scheduler", choices=("ddpm", "ddim"), help="swap the pipeline's scheduler (default: keep)")
+    recon.add_argument("--num_samples", type=int, default=1, help="reconstructions averaged per slice")
+    recon.add_argument("--eta", type=float, default=0.0, help="DDIM noise weight")
+    recon.add_argument("--seed", type=int, default=0, help="seeds the nodules and the reconstructions")
+    recon.add_argument(
+        "--smoothing_px",
+        type=float,
+        default=0.0,
+        help="Gaussian sigma (px) applied to each anomaly map before scoring (default 0: the raw map)",
+    )
+    recon.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+    report = parser.add_argument_group("report")
+    report.add_argument("--output", required=True, help="folder for the report, the per-slice CSV and the figures")
+    report.add_argument(
+        "--regions",
+        nargs="+",
+        choices=("lungs", "body"),
+        default=["lungs", "body"],
+        help="where pixels are scored, each reported apart: lungs (+ nodule), the body (figures: the first)",
+    )
+    report.add_argument("--figure_rows", type=int, default=3, help="worst and best slices shown per figure (each)")
+    args = parser.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad options before anything is loaded."""
+    for name in ("num_inference_steps", "num_samples", "image_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name in ("max_train_slices", "max_test_slices", "max_nodule_slices", "figure_rows"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name} must be at least 0, got {value}")
+    if args.smoothing_px < 0:
+        raise ValueError(f"--smoothing_px must be at least 0, got {args.smoothing_px:g}")
+    if len(set(args.regions)) != len(args.regions):
+        raise ValueError(f"--regions must be distinct, got {args.regions}")
+    if args.max_train_slices == 0:
+        raise ValueError("--max_train_slices must be at least 1: the Dice threshold is chosen on the train slices")
+    levels = args.noise_levels
+    if any(not 0 < level <= 1 for level in levels) or len(set(levels)) != len(levels):
+        raise ValueError(f"--noise_levels must be distinct shares of the chain in (0, 1], got {levels}")
+    for level in levels:
+        if int(args.num_inference_steps * level) < 1:
+            raise ValueError(
+                f"noise level {level:g} is below the first of {args.num_inference_steps} steps; raise "
+                "--num_inference_steps"
+            )
+    for name in ("nodule_diameter_mm", "nodule_hu"):
+        low, high = getattr(args, name)
+        if low > high or (name == "nodule_diameter_mm" and low <= 0):
+            raise ValueError(f"--{name} must be (low, high) with low <= high (diameters > 0), got {low:g} {high:g}")
+    if args.train_split == args.test_split:
+        raise ValueError(f"--train_split and --test_split must differ, both are {args.train_split!r}")
+    folder = Path(args.pipeline)
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"no saved pipeline at {folder} (expected {folder / 'model_index.json'})")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise ValueError(f"--output {args.output} exists and is not a folder")
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def load_prior(args: argparse.Namespace) -> LungRePaintPipeline:
+    """The healthy prior as a :class:`LungRePaintPipeline` (what :func:`anomaly_map` takes), its bar off."""
+    import torch
+
+    bar_was_on = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        pipe = LungRePaintPipeline.from_pretrained(args.pipeline)
+    finally:
+        if bar_was_on:
+            diffusers_logging.enable_progress_bar()
+    if pipe.is_semantic:
+        raise ValueError(f"{args.pipeline} holds a Semantic Diffusion Model; anomaly maps need the healthy prior")
+    if args.scheduler:
+        pipe.scheduler = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[args.scheduler].from_config(
+            pipe.scheduler.config
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def spread_rows(count: int, limit: int | None) -> list[int]:
+    """``limit`` row numbers spread evenly over ``count`` rows (all of them without a limit)."""
+    rows = np.arange(count)
+    if limit is not None and limit < count:
+        rows = rows[np.linspace(0, count - 1, limit).round().astype(int)]
+    return rows.tolist()
+
+
+def load_rows(
+    args: argparse.Namespace, config: str, split: str, limit: int | None, room_mm: float | None = None
+) -> list[dict]:
+    """Rows of one config and split (image and labels at ``--image_size``, pixel size in mm, where from),
+    ``limit`` of them spread over the split; with ``room_mm``, only slices whose lungs hold a nodule that wide."""
+    try:
+        dataset = datasets.load_dataset(args.dataset_name, config, split=split, cache_dir=args.cache_dir)
+    except ValueError as error:  # an unknown split or config
+        raise ValueError(f"could not load split {split!r} of config {config!r}: {error}") from None
+    for column in ("image", "mask"):
+        if column not in dataset.column_names:
+            raise ValueError(f"config {config!r} has no {column!r} column (columns: {dataset.column_names})")
+    candidates = list(range(len(dataset)))
+    if room_mm is not None:
+        # Slices near the lung apex or base have too little lung for the nodule: it would shrink to a speck.
+        masks = dataset.select_columns([c for c in ("mask", "spacing") if c in dataset.column_names])
+        candidates = [
+            row for row in candidates if nodule_fits(np.asarray(masks[row]["mask"]), _pixel_mm(masks[row]), room_mm)
+        ]
+        if not candidates:
+            raise ValueError(
+                f"no slice of split {split!r} of {config!r} has lungs wide enough for a {room_mm:g} mm nodule"
+            )
+    rows = []
+    for row in (candidates[i] for i in spread_rows(len(candidates), limit)):
+        item = dataset[row]
+        image = np.asarray(item["image"].convert("L"))
+        labels = np.asarray(item["mask"])
+        pixel_mm = _pixel_mm(item)
+        size = args.image_size
+        if image.shape != (size, size):
+            pixel_mm = pixel_mm * np.array(image.shape) / size
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+            labels = cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
+        rows.append(
+            {
+                "row": row,
+                "patient_id": item.get("patient_id") or item.get("seriesuid") or "",
+                "slice_index": item.get("slice_index", ""),
+                "image": image.astype(np.float32) / 255.0,
+                "labels": labels,
+                "pixel_mm": tuple(float(p) for p in pixel_mm),
+            }
+        )
+    return rows
+
+
+def _pixel_mm(item: dict) -> np.ndarray:
+    """The stored pixel size (row, column) in mm; 1 mm when the dataset does not say."""
+    return np.asarray((item.get("spacing") or {}).get("pixel_mm") or (1.0, 1.0), np.float64)
+
+
+def check_patients_apart(train: list[dict], test: list[dict]) -> None:
+    """The threshold must come from other patients than the ones it is tested on."""
+    shared = sorted({r["patient_id"] for r in train} & {r["patient_id"] for r in test} - {""})
+    if shared:
+        raise ValueError(f"patients {', '.join(shared)} are in both the train and the test slices")
+
+
+def scored_region(labels: np.ndarray, region: str) -> np.ndarray:
+    """Where pixels are scored: ``"body"`` (all but the air around the patient) or ``"lungs"`` (lungs and nodules,
+    which the recipe labels apart from the lung they sit in)."""
+    if region == "body":
+        return labels != BACKGROUND
+    return np.isin(labels, (LEFT_LUNG, RIGHT_LUNG)) | (labels >= NODULE)
+
+
+def with_synthetic_nodules(rows: list[dict], args: argparse.Namespace, stream: int) -> list[dict]:
+    """One synthetic nodule per healthy slice; each slice's draw depends on the seed, the set and its row only."""
+    items = []
+    for row in rows:
+        rng = np.random.default_rng([args.seed, stream, row["row"]])
+        nodule = place_synthetic_nodule(
+            row["image"], row["labels"], row["pixel_mm"], rng, args.nodule_diameter_mm, args.nodule_hu
+        )
+        items.append(
+            {
+                **row,
+                "image": nodule.image,
+                "truth": nodule.mask,
+                "synthetic_input": True,
+                "diameter_mm": nodule.diameter_mm,
+                "nodule_hu": nodule.hu,
+            }
+        )
+    return items
+
+
+def with_real_nodules(rows: list[dict]) -> list[dict]:
+    return [{**row, "truth": row["labels"] >= NODULE, "synthetic_input": False} for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def score_maps(pipe, sets: dict[str, list[dict]], args: argparse.Namespace) -> dict:
+    """``scores[level][set]``: the anomaly map of every slice, and ``recon[level][set]``: its first reconstruction.
+
+    The baseline (``BASELINE``) scores each pixel by the slice's own intensity and has no reconstruction.
+    """
+    scores = {BASELINE: {name: [item["image"] for item in items] for name, items in sets.items()}}
+    recon = {BASELINE: {name: [None] * len(items) for name, items in sets.items()}}
+    total = len(args.noise_levels) * sum(len(items) for items in sets.values())
+    progress = tqdm(total=total, desc="anomaly maps", unit="slice")
+    for level in args.noise_levels:
+        scores[level], recon[level] = {}, {}
+        for name, items in sets.items():
+            scores[level][name], recon[level][name] = [], []
+            for item in items:
+                result = anomaly_map(
+                    pipe, item["image"], level, args.num_inference_steps, args.num_samples, args.seed, args.eta
+                )
+                difference = result.difference
+                if args.smoothing_px:
+                    difference = ndimage.gaussian_filter(difference, args.smoothing_px)
+                scores[level][name].append(difference)
+                recon[level][name].append(result.reconstructions[0])
+                progress.update()
+    progress.close()
+    return {"scores": scores, "reconstructions": recon}
+
+
+def start_timestep(pipe, noise_level: float, num_inference_steps: int) -> int:
+    """The training timestep a noise level starts from (as :func:`reconstruct_from_noise_level` picks it)."""
+    pipe.scheduler.set_timesteps(num_inference_steps)
+    kept = min(int(num_inference_steps * noise_level), num_inference_steps)
+    return int(pipe.scheduler.timesteps[num_inference_steps - kept])
+
+
+def evaluate_level(level_scores: dict[str, list[np.ndarray]], sets: dict[str, list[dict]], region: str) -> dict:
+    """One noise level: threshold on train, then AUROC and Dice of every set; per-slice figures alongside."""
+
+    def pooled(name):
+        items = sets[name]
+        return (
+            level_scores[name],
+            [item["truth"] for item in items],
+            [scored_region(item["labels"], region) for item in items],
+        )
+
+    chosen = best_dice_threshold(*pooled("train"))
+    result = {"threshold": chosen.threshold, "train_dice_at_threshold": chosen.dice, "sets": {}, "slices": {}}
+    for name, items in sets.items():
+        if not items:
+            continue
+        maps, truths, regions = pooled(name)
+        summary = {
+            "slices": len(items),
+            "auroc": pixel_auroc(maps, truths, regions),
+            "dice": dice_at_threshold(maps, truths, chosen.threshold, regions),
+        }
+        per_slice = []
+        for score, truth, keep in zip(maps, truths, regions):
+            called = lesion_prediction(score, chosen.threshold, keep)
+            per_slice.append(
+                {
+                    "auroc": pixel_auroc(score, truth, keep),
+                    "dice": dice_score(called, truth & keep),
+                    "called_pixels": int(called.sum()),
+                    "nodule_pixels": int((truth & keep).sum()),
+                }
+            )
+        summary["mean_slice_dice"] = float(np.mean([s["dice"] for s in per_slice]))
+        if name != "train":
+            # What the test set's own best threshold would give: an upper bound, never the result.
+            summary["best_possible_dice"] = best_dice_threshold(maps, truths, regions).dice
+        result["sets"][name] = summary
+        result["slices"][name] = per_slice
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def prediction_rgb(image: np.ndarray, called: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The slice, dimmed: found lesion green, missed red, false alarm yellow."""
+    rgb = grey_rgb(image).astype(np.float32) * 0.5
+    for where, colour in (
+        (called & truth, (40, 220, 40)),
+        (~called & truth, (230, 30, 30)),
+        (called & ~truth, (250, 220, 0)),
+    ):
+        rgb[where] = 0.3 * rgb[where] + 0.7 * np.array(colour, np.float32)
+    return np.rint(rgb).astype(np.uint8)
+
+
+def figure_rows(per_slice: list[dict], count: int) -> list[tuple[str, int]]:
+    """The ``count`` worst and ``count`` best slices by Dice (worst first), as (label, index)."""
+    order = np.argsort([s["dice"] for s in per_slice], kind="stable")
+    worst = [("worst", int(i)) for i in order[:count]]
+    best = [("best", int(i)) for i in order[::-1][:count] if int(i) not in {j for _, j in worst}]
+    return worst + best[::-1]
+
+
+def failure_figure(
+    items: list[dict], maps: list, recons: list, per_slice: list[dict], threshold: float, level, region: str, rows: int
+) -> np.ndarray:
+    """Rows of input | truth | reconstruction | anomaly map | prediction for the worst and best slices."""
+    lines = []
+    for rank, index in figure_rows(per_slice, rows):
+        item, stats = items[index], per_slice[index]
+        keep = scored_region(item["labels"], region)
+        called = lesion_prediction(maps[index], threshold, keep)
+        where = f"{item['patient_id']} slice {item['slice_index']}"
+        panels = [
+            Panel(
+                f"{where} " + ("(SYNTHETIC nodule)" if item["synthetic_input"] else "(REAL)"),
+                grey_rgb(item["image"]),
+                "synthetic" if item["synthetic_input"] else "real",
+            ),
+            Panel("truth", region_overlay_rgb(item["image"], np.zeros_like(keep), item["truth"]), "mask"),
+        ]
+        if recons[index] is not None:
+            panels.append(Panel(f"reconstruction (SYNTHETIC), noise {level:g}", grey_rgb(recons[index]), "synthetic"))
+            panels.append(Panel("anomaly map", difference_rgb(maps[index]), "derived"))
+        else:
+            panels.append(Panel("score: slice intensity", grey_rgb(maps[index]), "derived"))
+        panels.append(
+            Panel(
+                f"{rank}: Dice {stats['dice']:.2f}, AUROC {stats['auroc']:.2f}",
+                prediction_rgb(item["image"], called, item["truth"]),
+                "derived",
+            )
+        )
+        lines.append(render_figure(panels))
+    width = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, 6), (0, width - line.shape[1]), (0, 0))) for line in lines]
+    return np.concatenate(lines)
+
+
+def markdown_table(report: dict) -> str:
+    """The report as markdown: per region, a row per score; then the real slices one by one."""
+    lines = ["# Mask-free anomaly maps (AnoDDPM-style) on held-out patients", "", report["description"]]
+    for region, result in report["regions"].items():
+        levels = result["levels"]
+        lines += [
+            "",
+            f"## Pixels scored in the {'lungs (and nodule)' if region == 'lungs' else 'body'}",
+            "",
+            "| score | train AUROC | threshold (train) | train Dice | test AUROC, synthetic | test Dice, synthetic "
+            "| test mean slice Dice | real-nodule AUROC | real-nodule Dice "
+            "| (upper bound: best test Dice, synthetic) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for key, level in levels.items():
+            sets = level["sets"]
+            name = (
+                "slice intensity (baseline)"
+                if key == BASELINE
+                else f"noise level {key} (from t = {level['start_timestep']})"
+            )
+            real, synthetic = sets.get("test-real", {}), sets.get("test-synthetic", {})
+            lines.append(
+                f"| {name} | {_f(sets['train']['auroc'])} | {level['threshold']:.4f} | {_f(sets['train']['dice'])} "
+                f"| {_f(synthetic.get('auroc'))} | {_f(synthetic.get('dice'))} "
+                f"| {_f(synthetic.get('mean_slice_dice'))} | {_f(real.get('auroc'))} | {_f(real.get('dice'))} "
+                f"| {_f(synthetic.get('best_possible_dice'))} |"
+            )
+        if result["real_slices"]:
+            lines += ["", "Real reference-nodule slices of the held-out patient, one by one (AUROC / Dice):", ""]
+            lines.append("| slice | nodule px | " + " | ".join(_level_name(key) for key in levels) + " |")
+            lines.append("|---|---|" + "---|" * len(levels))
+            for row in result["real_slices"]:
+                cells = [f"{_f(row[key]['auroc'])} / {_f(row[key]['dice'])}" for key in levels]
+                lines.append(
+                    f"| {row['patient_id']} {row['slice_index']} | {row['nodule_pixels']} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _level_name(key) -> str:
+    return "intensity" if key == BASELINE else f"noise {key}"
+
+
+def _f(value) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def _plain(value):
+    """JSON-ready: numpy scalars to Python, NaN (undefined, e.g. AUROC of a slice without nodule) to null."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_csv(records: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({key: f"{value:.6g}" if isinstance(value, float) else value for key, value in record.items()})
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Build the three sets, map, score and write the report; returns it."""
+    # Room for twice the largest nodule, so that lung surrounds it (near the apex a nodule could fill the lung).
+    room = 2 * args.nodule_diameter_mm[1]
+    train_rows = load_rows(args, args.healthy_config, args.train_split, args.max_train_slices, room)
+    test_rows = load_rows(args, args.healthy_config, args.test_split, args.max_test_slices, room)
+    real_rows = (
+        []
+        if args.max_nodule_slices == 0
+        else load_rows(args, args.nodule_config, args.test_split, args.max_nodule_slices)
+    )
+    check_patients_apart(train_rows, test_rows + real_rows)
+    sets = {
+        "train": with_synthetic_nodules(train_rows, args, stream=0),
+        "test-synthetic": with_synthetic_nodules(test_rows, args, stream=1),
+        "test-real": with_real_nodules(real_rows),
+    }
+    pipe = load_prior(args)
+    maps = score_maps(pipe, sets, args)
+    keys = [BASELINE, *args.noise_levels]
+    results = {
+        region: {key: evaluate_level(maps["scores"][key], sets, region) for key in keys} for region in args.regions
+    }
+
+    records = []
+    for region, levels in results.items():
+        for key, level in levels.items():
+            for name, per_slice in level["slices"].items():
+                for item, stats in zip(sets[name], per_slice):
+                    records.append(
+                        {
+                            "region": region,
+                            "set": name,
+                            "noise_level": key,
+                            **{k: item.get(k, "") for k in ("patient_id", "slice_index", "row", "synthetic_input")},
+                            "diameter_mm": item.get("diameter_mm", ""),
+                            "nodule_hu": item.get("nodule_hu", ""),
+                            **stats,
+                        }
+                    )
+    start_timesteps = {level: start_timestep(pipe, level, args.num_inference_steps) for level in args.noise_levels}
+    patients = {name: sorted({item["patient_id"] for item in items}) for name, items in sets.items()}
+    settings = {
+        "pipeline": str(args.pipeline),
+        "dataset": args.dataset_name,
+        "healthy_config": args.healthy_config,
+        "nodule_config": args.nodule_config,
+        "train_split": args.train_split,
+        "test_split": args.test_split,
+        "patients": patients,
+        "slices": {
+            name: [[item["patient_id"], item["slice_index"]] for item in items] for name, items in sets.items()
+        },
+        "image_size": args.image_size,
+        "regions": list(args.regions),
+        "noise_levels": list(args.noise_levels),
+        "scheduler": type(pipe.scheduler).__name__,
+        "num_inference_steps": args.num_inference_steps,
+        "num_samples": args.num_samples,
+        "eta": args.eta,
+        "smoothing_px": args.smoothing_px,
+        "seed": args.seed,
+        "nodule_diameter_mm": list(args.nodule_diameter_mm),
+        "nodule_hu": list(args.nodule_hu),
+    }
+    counts = {name: len(items) for name, items in sets.items()}
+    description = (
+        f"Healthy prior `{args.pipeline}`, {settings['scheduler']} with {args.num_inference_steps} steps over the "
+        f"whole chain, {args.num_samples} reconstruction(s) per slice"
+        + (f", maps smoothed (Gaussian, {args.smoothing_px:g} px)" if args.smoothing_px else "")
+        + f", {args.image_size}-px slices. Threshold: best pooled Dice on {counts['train']} train slices (patients "
+        f"{', '.join(patients['train'])}) with one synthetic nodule each. Test: {counts['test-synthetic']} healthy "
+        f"slices of {', '.join(patients['test-synthetic']) or '-'} with one synthetic nodule each "
+        f"({args.nodule_diameter_mm[0]:g}-{args.nodule_diameter_mm[1]:g} mm, {args.nodule_hu[0]:g} to "
+        f"{args.nodule_hu[1]:g} HU), and {counts['test-real']} real reference-nodule slices of "
+        f"{', '.join(patients['test-real']) or '-'}. AUROC and Dice are pooled over the slices of a set. The last "
+        "column uses the test set's own best threshold: an upper bound, not a result."
+    )
+    report = {
+        "description": description,
+        "regions": {
+            region: {
+                "levels": {
+                    str(key): {
+                        "threshold": v["threshold"],
+                        "start_timestep": start_timesteps.get(key),
+                        "sets": v["sets"],
+                    }
+                    for key, v in levels.items()
+                },
+                "real_slices": [
+                    {
+                        "patient_id": item["patient_id"],
+                        "slice_index": item["slice_index"],
+                        "nodule_pixels": int((item["truth"] & scored_region(item["labels"], region)).sum()),
+                        **{str(key): levels[key]["slices"]["test-real"][i] for key in levels},
+                    }
+                    for i, item in enumerate(sets["test-real"])
+                ],
+            }
+            for region, levels in results.items()
+        },
+        "settings": settings,
+        "synthetic": True,  # the figures show synthetic images
+    }
+    report = _plain(report)
+    table = markdown_table(report)
+
+    region = args.regions[0]
+    with atomic_directory(Path(args.output), overwrite=True) as staging:
+        write_text_atomically(staging / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomically(staging / TABLE_FILE, table)
+        write_text_atomically(staging / CSV_FILE, write_csv(records))
+        for key, level in results[region].items():
+            for name in ("test-synthetic", "test-real"):
+                if not sets[name] or not args.figure_rows:
+                    continue
+                figure = failure_figure(
+                    sets[name],
+                    maps["scores"][key][name],
+                    maps["reconstructions"][key][name],
+                    level["slices"][name],
+                    level["threshold"],
+                    key,
+                    region,
+                    args.figure_rows,
+                )
+                save_synthetic_png(
+                    figure,
+                    staging / figure_name(name, key),
+                    metadata={
+                        "Title": "worst and best slices: input | truth | reconstruction | anomaly map | prediction",
+                        "real_input": "no (synthetic nodules)" if name == "test-synthetic" else "yes",
+                        "region": region,
+                        "threshold": f"{level['threshold']:.6g} (chosen on the train patients)",
+                    },
+                )
+    tqdm.write(table)
+    return report
+
+
+def figure_name(name: str, key) -> str:
+    return f"figure-{name}-{_level_name(key).replace(' ', '-')}.png"
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        main(parse_args(argv))
+    except (ValueError, FileNotFoundError) as error:
+        print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
