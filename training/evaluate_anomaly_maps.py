@@ -64,6 +64,7 @@ from lung_diffusers.inpainting.figure import Panel, difference_rgb, grey_rgb, re
 from lung_diffusers.inpainting.settings import RECIPE_IMAGE_SIZE
 from lung_diffusers.inpainting.synthetic_nodules import DEFAULT_DIAMETER_MM, DEFAULT_NODULE_HU, nodule_fits
 from lung_diffusers.labels import BACKGROUND, LEFT_LUNG, NODULE, RIGHT_LUNG
+from lung_diffusers.training.script_cli import run_script
 
 REPORT_FILE, TABLE_FILE, CSV_FILE = "anomaly_evaluation.json", "anomaly_evaluation.md", "anomaly_per_slice.csv"
 SETS = ("train", "test-synthetic", "test-real")
@@ -662,15 +663,7 @@ def figure_name(name: str, key) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        main(parse_args(argv))
-    except (ValueError, FileNotFoundError) as error:
-        print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_script(lambda: main(parse_args(argv)))
 
 
 if __name__ == "__main__":

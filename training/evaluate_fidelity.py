@@ -50,6 +50,7 @@ from lung_diffusers.data.contact_sheet import mask_to_rgb
 from lung_diffusers.labels import MALIGNANCY_LABEL_NAMES
 from lung_diffusers.training import fidelity
 from lung_diffusers.training.model_card import FIDELITY_FILE, TRAINING_FILE, fidelity_markdown, write_training_card
+from lung_diffusers.training.script_cli import run_script
 from lung_diffusers.training.slice_data import (
     SliceTrainingData,
     check_slice_dataset,
@@ -449,15 +450,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        main(parse_args(argv))
-    except (ValueError, FileNotFoundError) as error:
-        print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_script(lambda: main(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from train_sdm import write_pipeline_folder
 from lung_diffusers import SemanticUNet2DModel
 from lung_diffusers.labels import LEFT_LUNG, NODULE, RIGHT_LUNG
 from lung_diffusers.training.checkpoints import checkpoint_state, resolve_checkpoint
+from lung_diffusers.training.script_cli import run_script
 from lung_diffusers.training.slice_data import SliceTrainingData, load_slice_dataset
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
@@ -142,8 +143,4 @@ def _argv_of(recorded: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_script(lambda: main(parse_args())))

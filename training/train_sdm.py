@@ -46,6 +46,7 @@ from lung_diffusers.labels import HU_WINDOW, LEFT_LUNG, RIGHT_LUNG
 from lung_diffusers.training.checkpoints import checkpoint_state, resolve_checkpoint, save_checkpoint
 from lung_diffusers.training.diffusion_loss import HybridDiffusionLoss
 from lung_diffusers.training.model_card import write_training_card
+from lung_diffusers.training.script_cli import run_script
 from lung_diffusers.training.slice_data import (
     SliceTrainingData,
     StepBatchSampler,
@@ -703,20 +704,10 @@ def _final_pipeline(args, unet, noise_scheduler):
 
 
 def cli(argv: list[str] | None = None, model: str = "sdm") -> int:
-    try:
-        args = parse_args(argv, model)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        main(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun with --resume_from_checkpoint latest to continue", file=sys.stderr)
-        return 130
-    return 0
+    return run_script(
+        lambda: main(parse_args(argv, model)),
+        interrupted="interrupted: rerun with --resume_from_checkpoint latest to continue",
+    )
 
 
 if __name__ == "__main__":
