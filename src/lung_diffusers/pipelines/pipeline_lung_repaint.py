@@ -30,11 +30,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..label_maps import as_label_tensor
 from ..labels import HU_WINDOW
 from ..models import SemanticUNet2DModel
-from ..synthetic_marker import synthetic_png_text
 from .denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
 from .noise_schedule import pin_noise_schedule
+from .synthetic_output import check_output_type, postprocess_samples
 
-OUTPUT_TYPES = ("pil", "np", "pt", "hu", "latent")
 SIZE_HANDLING = ("crop", "resize", "none")
 SUPPORTED_SCHEDULERS = (DDPMScheduler, DDIMScheduler, RePaintScheduler)
 
@@ -421,8 +420,7 @@ class LungRePaintPipeline(DiffusionPipeline):
             )
         if isinstance(eta, bool) or not isinstance(eta, (int, float, np.number)) or not math.isfinite(eta) or eta < 0:
             raise ValueError(f"eta must be a finite number >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_output_type(output_type)
         if size_handling not in SIZE_HANDLING:
             raise ValueError(f"size_handling must be one of {SIZE_HANDLING} or None, got {size_handling!r}")
         height, width = image.shape[-2:]
@@ -609,21 +607,7 @@ class LungRePaintPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ outputs
 
     def postprocess(self, samples: torch.Tensor, output_type: str):
-        if output_type == "latent":
-            return samples
-        images = (samples / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
-            return images
-        if output_type == "hu":
-            low, high = self.config.hu_window
-            return (low + images.float().mean(dim=1) * (high - low)).cpu().numpy().astype(np.float32)
-        array = images.float().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
-        if output_type == "np":
-            return array
-        pil_images = self.numpy_to_pil(array)
-        for pil in pil_images:
-            pil.info.update(synthetic_png_text())
-        return pil_images
+        return postprocess_samples(samples, output_type, self.config.hu_window)
 
     # ------------------------------------------------------------------ sampling
 

@@ -24,11 +24,10 @@ from ..label_maps import as_label_tensor
 from ..labels import HU_WINDOW, label_names
 from ..model_card import build_model_card
 from ..models import SemanticUNet2DModel
-from ..synthetic_marker import synthetic_png_text
 from .denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
 from .noise_schedule import pin_noise_schedule
+from .synthetic_output import check_output_type, postprocess_samples
 
-OUTPUT_TYPES = ("pil", "np", "pt", "hu", "latent")
 # Reuse the mask features when they take at most this share of the free memory of the execution device.
 MASK_FEATURE_MEMORY_SHARE = 0.5
 
@@ -183,8 +182,7 @@ class LungSDMPipeline(DiffusionPipeline):
                 f"guidance_scale must be >= 0 (1 disables guidance, SDM used 1.5), got {guidance_scale}: "
                 "a negative scale pushes the image away from the mask"
             )
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_output_type(output_type)
         if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, (int, np.integer)) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be an integer >= 1, got {num_images_per_prompt!r}")
         batch = segmentation.shape[0] * num_images_per_prompt
@@ -255,22 +253,7 @@ class LungSDMPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ outputs
 
     def postprocess(self, latents: torch.Tensor, output_type: str):
-        if output_type == "latent":
-            return latents
-        images = (latents / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
-            return images
-        if output_type == "hu":
-            low, high = self.config.hu_window
-            gray = images.float().mean(dim=1)  # 3-channel models: average to grayscale
-            return (low + gray * (high - low)).cpu().numpy().astype(np.float32)
-        array = images.float().permute(0, 2, 3, 1).cpu().numpy()
-        if output_type == "np":
-            return array.astype(np.float32)
-        pil_images = self.numpy_to_pil(array)
-        for pil in pil_images:
-            pil.info.update(synthetic_png_text())
-        return pil_images
+        return postprocess_samples(latents, output_type, self.config.hu_window)
 
     # ------------------------------------------------------------------ sampling
 

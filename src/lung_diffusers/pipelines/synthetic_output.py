@@ -1,0 +1,37 @@
+"""What both pipelines return: samples in [-1, 1] as the chosen ``output_type``, PIL images marked synthetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+from ..synthetic_marker import synthetic_png_text
+
+OUTPUT_TYPES = ("pil", "np", "pt", "hu", "latent")
+
+
+def check_output_type(output_type: str) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+
+def postprocess_samples(samples: torch.Tensor, output_type: str, hu_window: tuple[float, float]):
+    """``latent``: the samples untouched; ``pt``: [0, 1] tensors; ``hu``: float32 ``(B, H, W)`` Hounsfield units
+    (several channels averaged to grey); ``np``: float32 ``(B, H, W, C)``; ``pil``: images whose ``info`` carries
+    the synthetic mark, so ``save_synthetic_png`` and PIL's own PNG writer keep it."""
+    if output_type == "latent":
+        return samples
+    images = (samples / 2 + 0.5).clamp(0, 1)
+    if output_type == "pt":
+        return images
+    if output_type == "hu":
+        low, high = hu_window
+        return (low + images.float().mean(dim=1) * (high - low)).cpu().numpy().astype(np.float32)
+    array = images.float().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+    if output_type == "np":
+        return array
+    pil_images = DiffusionPipeline.numpy_to_pil(array)
+    for pil in pil_images:
+        pil.info.update(synthetic_png_text())
+    return pil_images
