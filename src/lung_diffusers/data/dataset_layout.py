@@ -24,7 +24,9 @@ the patient's left (LPS x), unflipped: the usual radiological view.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,3 +186,15 @@ def tool_files(output_dir: str | Path) -> list[Path]:
     for config in CONFIGS:
         files += [path for split in SPLITS for path in (folder / "data" / config).glob(f"{split}-*.parquet")]
     return [path for path in files if path.is_file()]
+
+
+@contextlib.contextmanager
+def datasets_progress_bars_off() -> Iterator[None]:
+    """Silence ``datasets``' per-shard progress bars (they would garble ours), then restore the caller's setting."""
+    was_enabled = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()

@@ -13,7 +13,6 @@ later run retries it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import os
@@ -45,6 +44,7 @@ from lung_diffusers.data.dataset_layout import (
     SETTINGS_FILE,
     PrepareSettings,
     SeriesRecord,
+    datasets_progress_bars_off,
     read_series_records,
     record_path,
     shard_path,
@@ -319,7 +319,7 @@ def process_series(job: SeriesJob) -> SeriesRecord:
     for config, config_rows in rows.items():
         shard = shard_path(job.output_dir, config, job.split, job.seriesuid)
         if config_rows:
-            with atomic_file(shard) as temporary, _datasets_progress_bars_off():
+            with atomic_file(shard) as temporary, datasets_progress_bars_off():
                 datasets.Dataset.from_list(config_rows, features=FEATURES).to_parquet(temporary)
         else:
             # A retry of a scan whose earlier attempt died after writing shards must not keep them.
@@ -425,18 +425,6 @@ def _one_thread_per_worker() -> None:
     # Parallelism comes from the worker processes; library thread pools on top only contend.
     cv2.setNumThreads(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-
-
-@contextlib.contextmanager
-def _datasets_progress_bars_off() -> Iterator[None]:
-    """Silence ``datasets``' per-shard progress bars (they would garble ours), then restore the caller's setting."""
-    was_enabled = datasets.utils.logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
 
 
 def _row(

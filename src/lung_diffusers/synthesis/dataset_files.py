@@ -15,9 +15,7 @@ re-run any time). ``shards/`` and ``logs/`` are the run's working files and are 
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -25,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic_write import atomic_file, remove_stale_temporary_files, write_text_atomically
+from ..data.dataset_layout import datasets_progress_bars_off
 from .settings import SynthesisSettings
 
 CARD_FILE = "README.md"
@@ -180,15 +179,3 @@ def write_log(output_dir: str | Path, name: str, record: dict) -> Path:
 def read_logs(output_dir: str | Path) -> list[dict]:
     """Every launch's and process's log record, oldest first."""
     return [json.loads(p.read_text()) for p in sorted((Path(output_dir) / LOGS_DIR).glob("*.json"))]
-
-
-@contextlib.contextmanager
-def datasets_progress_bars_off() -> Iterator[None]:
-    """Silence ``datasets``' per-shard progress bars (they would garble ours), then restore the caller's setting."""
-    was_enabled = datasets.utils.logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
