@@ -20,9 +20,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from training_support import (
+    CHECKPOINT_FILES,
     TINY_MODEL,
     TRAIN_DDPM,
     TRAINING_DIR,
+    assert_same_weights,
+    files_of,
     load_script,
     one_thread,
     reset_accelerate,
@@ -30,27 +33,6 @@ from training_support import (
 )
 
 from lung_diffusers import LungSDMPipeline, is_synthetic
-
-CHECKPOINT_FILES = {
-    "training_state.json",
-    "optimizer.bin",
-    "scheduler.bin",
-    "random_states_0.pkl",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "unet_ema/config.json",
-    "unet_ema/diffusion_pytorch_model.safetensors",
-}
-
-
-def files_of(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    first, second = load_file(a), load_file(b)
-    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-
 
 # ------------------------------------------------------------------------------------------ SDM
 

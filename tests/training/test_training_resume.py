@@ -18,8 +18,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from training_support import PYTHON, TINY_MODEL, TRAIN_SDM, python_env, run_training
+from training_support import (
+    CHECKPOINT_FILES,
+    PYTHON,
+    TINY_MODEL,
+    TRAIN_SDM,
+    assert_same_values,
+    assert_same_weights,
+    files_of,
+    python_env,
+    run_training,
+)
 
 STEPS = 4
 ACCUMULATION = 2
@@ -36,50 +45,6 @@ OPTIONS = [
     "--gradient_accumulation_steps", str(ACCUMULATION),
     "--seed", "7",
 ]
-CHECKPOINT_FILES = {
-    "training_state.json",
-    "optimizer.bin",
-    "scheduler.bin",
-    "random_states_0.pkl",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "unet_ema/config.json",
-    "unet_ema/diffusion_pytorch_model.safetensors",
-}
-
-
-def files_of(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-
-
-def assert_same_values(a, b, where: str) -> None:
-    """Nested dicts / lists / tuples of tensors, arrays and plain values are identical."""
-    import numpy as np
-
-    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
-        for key in a:
-            assert_same_values(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_values(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), f"{where}: tensors differ"
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    first, second = load_file(a), load_file(b)
-    assert first.keys() == second.keys()
-    for name in first:
-        assert torch.equal(first[name], second[name]), f"{a.parent.name}/{name} differs"
-
-
 def assert_same_checkpoint(a: Path, b: Path) -> None:
     """Two checkpoints hold the same step, weights, EMA, optimizer, LR-scheduler and RNG states."""
     assert CHECKPOINT_FILES <= files_of(a) and CHECKPOINT_FILES <= files_of(b)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAINING_DIR = REPO_ROOT / "training"
@@ -149,3 +151,46 @@ def write_slice_dataset(root: Path, shards: dict[str, dict[str, dict[str, list]]
     card += ["---", "", "# A tiny dataset shaped like the lung-diffusers recipe's (tests only)", ""]
     (root / "README.md").write_text("\n".join(card))
     return root
+
+
+# What a training checkpoint holds (accelerate's state, and the model and EMA weights in diffusers format).
+CHECKPOINT_FILES = {
+    "training_state.json",
+    "optimizer.bin",
+    "scheduler.bin",
+    "random_states_0.pkl",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet_ema/config.json",
+    "unet_ema/diffusion_pytorch_model.safetensors",
+}
+
+
+def files_of(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def assert_same_values(a, b, where: str) -> None:
+    """Nested dicts / lists / tuples of tensors, arrays and plain values are identical."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for key in a:
+            assert_same_values(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_values(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), f"{where}: tensors differ"
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    first, second = load_file(a), load_file(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), f"{a.parent.name}/{name} differs"
