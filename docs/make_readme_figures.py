@@ -18,6 +18,7 @@ from pathlib import Path
 
 from datasets import load_dataset
 
+from lung_diffusers.atomic_write import atomic_file
 from lung_diffusers.cli import main as lung_diffusers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +74,8 @@ def plot_losses(runs: list[Path], output: Path, window: int = 200) -> None:
     axis.legend()
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(output)
+    with atomic_file(output) as temporary:
+        figure.savefig(temporary)
 
 
 def run(argv: list[str]) -> None:
@@ -98,13 +100,15 @@ def main() -> None:
         image, labels = write_slice(args.dataset, "LIDC-IDRI-0003", 75, work / "removal")
         run(["remove-nodule", "--pipeline", str(pipelines / "lung-ddpm-prior-64"), "--image", str(image),
              "--label-map", str(labels), "--samples", "3", "--output", str(work / "removed")])  # fmt: skip
-        shutil.copyfile(work / "removed" / "figure.png", IMAGES / "repaint_nodule_removal.png")
+        with atomic_file(IMAGES / "repaint_nodule_removal.png") as temporary:  # a README figure is never half-written
+            shutil.copyfile(work / "removed" / "figure.png", temporary)
 
         image, labels = write_slice(args.dataset, "LIDC-IDRI-0001", 90, work / "insertion")
         run(["insert-nodule", "--pipeline", str(pipelines / "lung-sdm-64"), "--image", str(image),
              "--label-map", str(labels), "--nodule-center", "121", "86", "--nodule-diameter-px", "20",
              "--output", str(work / "inserted")])  # fmt: skip
-        shutil.copyfile(work / "inserted" / "figure.png", IMAGES / "repaint_nodule_insertion.png")
+        with atomic_file(IMAGES / "repaint_nodule_insertion.png") as temporary:  # a README figure is never half-written
+            shutil.copyfile(work / "inserted" / "figure.png", temporary)
     print(f"wrote {IMAGES / 'repaint_nodule_removal.png'} and {IMAGES / 'repaint_nodule_insertion.png'}")
 
 
