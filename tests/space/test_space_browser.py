@@ -7,7 +7,6 @@ The screenshot goes to the test's temporary folder; with UPDATE_SCREENSHOTS=1 al
 
 import io
 import os
-import shutil
 import time
 
 import numpy as np
@@ -16,6 +15,8 @@ import pytest
 from lung_space import display
 from lung_space.mask_painting import css_colour, palette
 from space_support import REPO_ROOT, browser_or_skip
+
+from lung_diffusers import save_synthetic_png
 
 SCREENSHOT = REPO_ROOT / "docs" / "images" / "space_synthesise.png"
 CHROMIUM_ARGS = [
@@ -122,4 +123,5 @@ def test_edit_a_mask_place_a_nodule_and_generate_with_two_schedulers(page, tmp_p
 
     page.screenshot(path=str(tmp_path / "space_synthesise.png"), full_page=True)
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        shutil.copy(tmp_path / "space_synthesise.png", SCREENSHOT)
+        with PIL.Image.open(tmp_path / "space_synthesise.png") as screenshot:  # it shows synthetic slices
+            save_synthetic_png(screenshot, SCREENSHOT)
