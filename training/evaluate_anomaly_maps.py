@@ -42,17 +42,13 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-import datasets
 import numpy as np
-from diffusers import DDIMScheduler, DDPMScheduler
-from diffusers.utils import logging as diffusers_logging
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from lung_diffusers import LungRePaintPipeline, save_synthetic_png
+from lung_diffusers import save_synthetic_png
 from lung_diffusers.atomic_write import atomic_directory, write_text_atomically
-from lung_diffusers.inpainting import anomaly_map, place_synthetic_nodule
+from lung_diffusers.inpainting import anomaly_map, evaluation_slices
 from lung_diffusers.inpainting.anomaly_evaluation import (
     best_dice_threshold,
     dice_at_threshold,
@@ -60,9 +56,17 @@ from lung_diffusers.inpainting.anomaly_evaluation import (
     lesion_prediction,
     pixel_auroc,
 )
-from lung_diffusers.inpainting.figure import Panel, difference_rgb, grey_rgb, region_overlay_rgb, render_figure
+from lung_diffusers.inpainting.evaluation_slices import check_patients_apart, load_prior_pipeline, with_real_nodules
+from lung_diffusers.inpainting.figure import (
+    Panel,
+    difference_rgb,
+    grey_rgb,
+    prediction_rgb,
+    region_overlay_rgb,
+    render_figure,
+)
 from lung_diffusers.inpainting.settings import RECIPE_IMAGE_SIZE
-from lung_diffusers.inpainting.synthetic_nodules import DEFAULT_DIAMETER_MM, DEFAULT_NODULE_HU, nodule_fits
+from lung_diffusers.inpainting.synthetic_nodules import DEFAULT_DIAMETER_MM, DEFAULT_NODULE_HU
 from lung_diffusers.labels import BACKGROUND, LEFT_LUNG, NODULE, RIGHT_LUNG
 from lung_diffusers.training.script_cli import run_script
 
@@ -183,92 +187,9 @@ def check_args(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def load_prior(args: argparse.Namespace) -> LungRePaintPipeline:
-    """The healthy prior as a :class:`LungRePaintPipeline` (what :func:`anomaly_map` takes), its bar off."""
-    import torch
-
-    bar_was_on = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
-    try:
-        pipe = LungRePaintPipeline.from_pretrained(args.pipeline)
-    finally:
-        if bar_was_on:
-            diffusers_logging.enable_progress_bar()
-    if pipe.is_semantic:
-        raise ValueError(f"{args.pipeline} holds a Semantic Diffusion Model; anomaly maps need the healthy prior")
-    if args.scheduler:
-        pipe.scheduler = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[args.scheduler].from_config(
-            pipe.scheduler.config
-        )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def spread_rows(count: int, limit: int | None) -> list[int]:
-    """``limit`` row numbers spread evenly over ``count`` rows (all of them without a limit)."""
-    rows = np.arange(count)
-    if limit is not None and limit < count:
-        rows = rows[np.linspace(0, count - 1, limit).round().astype(int)]
-    return rows.tolist()
-
-
-def load_rows(
-    args: argparse.Namespace, config: str, split: str, limit: int | None, room_mm: float | None = None
-) -> list[dict]:
-    """Rows of one config and split (image and labels at ``--image_size``, pixel size in mm, where from),
-    ``limit`` of them spread over the split; with ``room_mm``, only slices whose lungs hold a nodule that wide."""
-    try:
-        dataset = datasets.load_dataset(args.dataset_name, config, split=split, cache_dir=args.cache_dir)
-    except ValueError as error:  # an unknown split or config
-        raise ValueError(f"could not load split {split!r} of config {config!r}: {error}") from None
-    for column in ("image", "mask"):
-        if column not in dataset.column_names:
-            raise ValueError(f"config {config!r} has no {column!r} column (columns: {dataset.column_names})")
-    candidates = list(range(len(dataset)))
-    if room_mm is not None:
-        # Slices near the lung apex or base have too little lung for the nodule: it would shrink to a speck.
-        masks = dataset.select_columns([c for c in ("mask", "spacing") if c in dataset.column_names])
-        candidates = [
-            row for row in candidates if nodule_fits(np.asarray(masks[row]["mask"]), _pixel_mm(masks[row]), room_mm)
-        ]
-        if not candidates:
-            raise ValueError(
-                f"no slice of split {split!r} of {config!r} has lungs wide enough for a {room_mm:g} mm nodule"
-            )
-    rows = []
-    for row in (candidates[i] for i in spread_rows(len(candidates), limit)):
-        item = dataset[row]
-        image = np.asarray(item["image"].convert("L"))
-        labels = np.asarray(item["mask"])
-        pixel_mm = _pixel_mm(item)
-        size = args.image_size
-        if image.shape != (size, size):
-            pixel_mm = pixel_mm * np.array(image.shape) / size
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-            labels = cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
-        rows.append(
-            {
-                "row": row,
-                "patient_id": item.get("patient_id") or item.get("seriesuid") or "",
-                "slice_index": item.get("slice_index", ""),
-                "image": image.astype(np.float32) / 255.0,
-                "labels": labels,
-                "pixel_mm": tuple(float(p) for p in pixel_mm),
-            }
-        )
-    return rows
-
-
-def _pixel_mm(item: dict) -> np.ndarray:
-    """The stored pixel size (row, column) in mm; 1 mm when the dataset does not say."""
-    return np.asarray((item.get("spacing") or {}).get("pixel_mm") or (1.0, 1.0), np.float64)
-
-
-def check_patients_apart(train: list[dict], test: list[dict]) -> None:
-    """The threshold must come from other patients than the ones it is tested on."""
-    shared = sorted({r["patient_id"] for r in train} & {r["patient_id"] for r in test} - {""})
-    if shared:
-        raise ValueError(f"patients {', '.join(shared)} are in both the train and the test slices")
+def load_rows(args: argparse.Namespace, config: str, split: str, limit: int | None, room_mm: float | None = None):
+    """Rows of one config and split at ``--image_size`` (see :func:`~lung_diffusers.inpainting.evaluation_slices.load_rows`)."""
+    return evaluation_slices.load_rows(args.dataset_name, config, split, limit, args.image_size, args.cache_dir, room_mm)
 
 
 def scored_region(labels: np.ndarray, region: str) -> np.ndarray:
@@ -281,27 +202,7 @@ def scored_region(labels: np.ndarray, region: str) -> np.ndarray:
 
 def with_synthetic_nodules(rows: list[dict], args: argparse.Namespace, stream: int) -> list[dict]:
     """One synthetic nodule per healthy slice; each slice's draw depends on the seed, the set and its row only."""
-    items = []
-    for row in rows:
-        rng = np.random.default_rng([args.seed, stream, row["row"]])
-        nodule = place_synthetic_nodule(
-            row["image"], row["labels"], row["pixel_mm"], rng, args.nodule_diameter_mm, args.nodule_hu
-        )
-        items.append(
-            {
-                **row,
-                "image": nodule.image,
-                "truth": nodule.mask,
-                "synthetic_input": True,
-                "diameter_mm": nodule.diameter_mm,
-                "nodule_hu": nodule.hu,
-            }
-        )
-    return items
-
-
-def with_real_nodules(rows: list[dict]) -> list[dict]:
-    return [{**row, "truth": row["labels"] >= NODULE, "synthetic_input": False} for row in rows]
+    return evaluation_slices.with_synthetic_nodules(rows, args.seed, stream, args.nodule_diameter_mm, args.nodule_hu)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -384,18 +285,6 @@ def evaluate_level(level_scores: dict[str, list[np.ndarray]], sets: dict[str, li
 
 
 # ---------------------------------------------------------------------------------------------- report
-
-
-def prediction_rgb(image: np.ndarray, called: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """The slice, dimmed: found lesion green, missed red, false alarm yellow."""
-    rgb = grey_rgb(image).astype(np.float32) * 0.5
-    for where, colour in (
-        (called & truth, (40, 220, 40)),
-        (~called & truth, (230, 30, 30)),
-        (called & ~truth, (250, 220, 0)),
-    ):
-        rgb[where] = 0.3 * rgb[where] + 0.7 * np.array(colour, np.float32)
-    return np.rint(rgb).astype(np.uint8)
 
 
 def figure_rows(per_slice: list[dict], count: int) -> list[tuple[str, int]]:
@@ -534,7 +423,7 @@ def main(args: argparse.Namespace) -> dict:
         "test-synthetic": with_synthetic_nodules(test_rows, args, stream=1),
         "test-real": with_real_nodules(real_rows),
     }
-    pipe = load_prior(args)
+    pipe = load_prior_pipeline(args.pipeline, args.scheduler, args.device)
     maps = score_maps(pipe, sets, args)
     keys = [BASELINE, *args.noise_levels]
     results = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from repaint_support import prior_scheduler, tiny_unet
+from repaint_support import chest, prior_scheduler, tiny_unet, write_tiny_recipe
 
 from lung_diffusers.inpainting import (
     best_dice_threshold,
@@ -36,18 +36,6 @@ def script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def chest(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """A label map (body, right lung 3 on the image's left, left lung 2) and its uint8 lung-window slice."""
-    labels = np.zeros((size, size), np.uint8)
-    labels[1 : size - 1, 0:size] = 1
-    labels[5 : size - 5, 2 : size // 2 - 1] = 3
-    labels[5 : size - 5, size // 2 + 1 : size - 2] = 2
-    rng = np.random.default_rng(size)
-    image = np.where(labels == 1, 0.7, 0.0) + np.where(np.isin(labels, (2, 3)), 0.1, 0.0)
-    image = np.clip(image + rng.normal(0, 0.02, image.shape) * (labels > 0), 0, 1)
-    return (image * 255).round().astype(np.uint8), labels
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -156,65 +144,9 @@ def test_a_synthetic_nodule_has_its_size_density_and_place():
 # ---------------------------------------------------------------------------------------------- the script
 
 
-README = """---
-configs:
-- config_name: healthy
-  data_files:
-  - split: train
-    path: data/healthy/train-*.parquet
-  - split: test
-    path: data/healthy/test-*.parquet
-- config_name: nodule
-  data_files:
-  - split: test
-    path: data/nodule/test-*.parquet
----
-"""
-
-
 @pytest.fixture(scope="module")
 def tiny_recipe(tmp_path_factory):
-    """A recipe-shaped dataset of 32-px chests: healthy train (P-0002, P-0003), healthy test and nodule test
-    (P-0001, a bright 5-px nodule in the right lung)."""
-    import datasets
-
-    folder = tmp_path_factory.mktemp("anomaly-recipe")
-    features = datasets.Features(
-        {
-            "image": datasets.Image(),
-            "mask": datasets.Image(),
-            "patient_id": datasets.Value("string"),
-            "slice_index": datasets.Value("int32"),
-            "spacing": {"pixel_mm": datasets.Sequence(datasets.Value("float32"))},
-        }
-    )
-    image, labels = chest()
-
-    def write(config, split, patients, nodule=False):
-        images, masks = [], []
-        for k in range(len(patients)):
-            img, lab = image.copy(), labels.copy()
-            if nodule:
-                disc = np.hypot(*(np.indices(lab.shape) - np.array([14 + k, 8])[:, None, None])) <= 2.5
-                lab[disc], img[disc] = 5, 190
-            images.append(img)
-            masks.append(lab)
-        data = {
-            "image": images,
-            "mask": masks,
-            "patient_id": patients,
-            "slice_index": list(range(len(patients))),
-            "spacing": [{"pixel_mm": [2.0, 2.0]}] * len(patients),
-        }
-        path = folder / "data" / config / f"{split}-00000-of-00001.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_dict(data, features=features).to_parquet(str(path))
-
-    write("healthy", "train", ["LIDC-IDRI-0002", "LIDC-IDRI-0003", "LIDC-IDRI-0003"])
-    write("healthy", "test", ["LIDC-IDRI-0001"] * 3)
-    write("nodule", "test", ["LIDC-IDRI-0001"] * 2, nodule=True)
-    (folder / "README.md").write_text(README)
-    return folder
+    return write_tiny_recipe(tmp_path_factory.mktemp("anomaly-recipe"))
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,18 @@ def magnitude_rgb(values: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(level, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
+def prediction_rgb(image: np.ndarray, called: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The slice, dimmed: found lesion green, missed red, false alarm yellow."""
+    rgb = grey_rgb(image).astype(np.float32) * 0.5
+    for where, colour in (
+        (called & truth, (40, 220, 40)),
+        (~called & truth, (230, 30, 30)),
+        (called & ~truth, (250, 220, 0)),
+    ):
+        rgb[where] = 0.3 * rgb[where] + 0.7 * np.array(colour, np.float32)
+    return np.rint(rgb).astype(np.uint8)
+
+
 def view_box(region: np.ndarray, min_side: int = 64, context: float = 2.0) -> tuple[int, int, int, int]:
     """A square ``(top, left, bottom, right)`` around ``region`` (``context`` times its extent, at least ``min_side``
     pixels), inside the image: where to zoom so that a small nodule is visible."""
