@@ -9,13 +9,14 @@ Modules:
 - :mod:`.anomaly_map`: mask-free anomaly maps, AnoDDPM-style (partial noising, denoising with the prior).
 - :mod:`.anomaly_evaluation`: pixel AUROC and Dice of anomaly maps, the threshold picked on training patients.
 - :mod:`.synthetic_nodules`: simple nodules painted into healthy slices at known places (ground truth).
+- :mod:`.evaluation_slices`: the held-out and training slices of the evaluations, with real or synthetic nodules.
 - :mod:`.difference_maps`: Listing 6's quantile clipping and the difference / uncertainty maps.
 - :mod:`.figure`: input | mask | result | difference figures that say which panel is real.
 - :mod:`.slice_io`: one slice from PNG, NIfTI / MetaImage or a DICOM series (with a slice index).
 - :mod:`.settings`: default dilations, noise level and the recipe's slice size.
 - :mod:`.commands`: the ``remove-nodule``, ``insert-nodule`` and ``anomaly-map`` subcommands of ``lung-diffusers``.
 
-The pipeline itself is :class:`lung_diffusers.LungRePaintPipeline`. Names are imported on first use.
+Module 3, the prior-aware segmentation U-Net, is :mod:`lung_diffusers.segmentation`. The pipeline itself is :class:`lung_diffusers.LungRePaintPipeline`. Names are imported on first use.
 """
 
 from importlib import import_module

@@ -1,0 +1,39 @@
+"""Prior-aware nodule segmentation (the thesis' module 3, after Astaraki et al. 2022): a small MONAI U-Net that
+sees the slice and a prior (the healthy prior's mask-free anomaly map), trained against the same U-Net on the
+slice alone. Training and evaluation: ``training/train_prior_segmentation.py``.
+
+Modules:
+
+- :mod:`.prior_net`: the two U-Nets (MONAI ``BasicUNet``), their inputs, prediction, saving and loading.
+- :mod:`.priors`: anomaly-map priors of many slices, cached on disk so an interrupted run does not redo them.
+- :mod:`.metrics`: per-image Dice and IoU, bootstrap confidence intervals over test images.
+
+MONAI comes with the ``train`` extra (``pip install "lung-diffusers[train]"``). Names are imported on first use.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "IMAGE_ONLY": "prior_net",
+    "WITH_PRIOR": "prior_net",
+    "VARIANTS": "prior_net",
+    "build_segmentation_unet": "prior_net",
+    "network_input": "prior_net",
+    "predict_nodule_mask": "prior_net",
+    "save_segmentation_unet": "prior_net",
+    "load_segmentation_unet": "prior_net",
+    "anomaly_priors": "priors",
+    "dice_and_iou": "metrics",
+    "bootstrap_interval": "metrics",
+    "paired_bootstrap_interval": "metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
