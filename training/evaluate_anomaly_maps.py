@@ -68,7 +68,7 @@ from lung_diffusers.inpainting.figure import (
 from lung_diffusers.inpainting.settings import RECIPE_IMAGE_SIZE
 from lung_diffusers.inpainting.synthetic_nodules import DEFAULT_DIAMETER_MM, DEFAULT_NODULE_HU
 from lung_diffusers.labels import BACKGROUND, LEFT_LUNG, NODULE, RIGHT_LUNG
-from lung_diffusers.training.script_cli import run_script
+from lung_diffusers.training.script_cli import json_ready, run_script
 
 REPORT_FILE, TABLE_FILE, CSV_FILE = "anomaly_evaluation.json", "anomaly_evaluation.md", "anomaly_per_slice.csv"
 SETS = ("train", "test-synthetic", "test-real")
@@ -381,19 +381,6 @@ def _f(value) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
 
-def _plain(value):
-    """JSON-ready: numpy scalars to Python, NaN (undefined, e.g. AUROC of a slice without nodule) to null."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def write_csv(records: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -511,7 +498,7 @@ def main(args: argparse.Namespace) -> dict:
         "settings": settings,
         "synthetic": True,  # the figures show synthetic images
     }
-    report = _plain(report)
+    report = json_ready(report)
     table = markdown_table(report)
 
     region = args.regions[0]

@@ -50,7 +50,7 @@ from lung_diffusers.data.contact_sheet import mask_to_rgb
 from lung_diffusers.labels import MALIGNANCY_LABEL_NAMES
 from lung_diffusers.training import fidelity
 from lung_diffusers.training.model_card import FIDELITY_FILE, TRAINING_FILE, fidelity_markdown, write_training_card
-from lung_diffusers.training.script_cli import run_script
+from lung_diffusers.training.script_cli import json_ready, run_script
 from lung_diffusers.training.slice_data import (
     SliceTrainingData,
     check_slice_dataset,
@@ -353,19 +353,6 @@ def write_csv(path: Path, records: list[dict]) -> None:
     write_text_atomically(path, buffer.getvalue())
 
 
-def _plain(value):
-    """JSON-ready: numpy scalars to Python, NaN (a figure undefined for every slice) to null."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -424,7 +411,7 @@ def main(args: argparse.Namespace) -> dict:
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    report_text = json.dumps(_plain(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    report_text = json.dumps(json_ready(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     write_text_atomically(output / FIDELITY_FILE, report_text)
     write_csv(output / CSV_FILE, real_records + synthetic_records)
     if len(picks):

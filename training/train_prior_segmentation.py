@@ -79,7 +79,7 @@ from lung_diffusers.segmentation.prior_net import (
 )
 from lung_diffusers.segmentation.priors import anomaly_priors
 from lung_diffusers.training.checkpoints import checkpoint_state, resolve_checkpoint, save_checkpoint
-from lung_diffusers.training.script_cli import run_script
+from lung_diffusers.training.script_cli import json_ready, run_script
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -528,18 +528,6 @@ def _interval(value: dict) -> str:
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -575,7 +563,7 @@ def main(args: argparse.Namespace) -> dict:
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     settings["patients"] = patients
     settings["slices"] = {n: [[i["patient_id"], i["slice_index"], bool(i["synthetic_input"])] for i in items] for n, items in sets.items()}
-    report = _plain({"description": description, "sets": evaluation["sets"], "settings": settings, "synthetic": True})
+    report = json_ready({"description": description, "sets": evaluation["sets"], "settings": settings, "synthetic": True})
 
     records = []
     for name, rows in evaluation["per_image"].items():

@@ -5,14 +5,12 @@ nodules, and training/evaluate_anomaly_maps.py end to end on a tiny random prior
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from repaint_support import chest, prior_scheduler, tiny_unet, write_tiny_recipe
+from repaint_support import chest, load_training_script, save_tiny_prior, write_tiny_recipe
 
 from lung_diffusers.inpainting import (
     best_dice_threshold,
@@ -25,17 +23,10 @@ from lung_diffusers.inpainting import (
 from lung_diffusers.inpainting.slice_io import hu_from_image
 from lung_diffusers.inpainting.synthetic_nodules import lung_depth_mm, nodule_fits
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_anomaly_maps", REPO_ROOT / "training" / "evaluate_anomaly_maps.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_training_script("evaluate_anomaly_maps")
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -151,11 +142,7 @@ def tiny_recipe(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory):
-    from diffusers import DDPMPipeline
-
-    folder = tmp_path_factory.mktemp("anomaly-prior") / "prior"
-    DDPMPipeline(unet=tiny_unet(), scheduler=prior_scheduler()).save_pretrained(folder)
-    return folder
+    return save_tiny_prior(tmp_path_factory.mktemp("anomaly-prior") / "prior")
 
 
 def test_the_script_end_to_end_on_a_tiny_prior(script, tiny_recipe, tiny_prior, tmp_path):

@@ -5,14 +5,12 @@ random prior and a tiny recipe-shaped dataset."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from repaint_support import make_pipe, prior_scheduler, tiny_unet, write_tiny_recipe
+from repaint_support import load_training_script, make_pipe, save_tiny_prior, tiny_unet, write_tiny_recipe
 
 from lung_diffusers.segmentation import (
     IMAGE_ONLY,
@@ -27,17 +25,10 @@ from lung_diffusers.segmentation import (
     save_segmentation_unet,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location(
-        "train_prior_segmentation", REPO_ROOT / "training" / "train_prior_segmentation.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_training_script("train_prior_segmentation")
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -153,11 +144,7 @@ def tiny_recipe(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory):
-    from diffusers import DDPMPipeline
-
-    folder = tmp_path_factory.mktemp("segmentation-prior") / "prior"
-    DDPMPipeline(unet=tiny_unet(), scheduler=prior_scheduler()).save_pretrained(folder)
-    return folder
+    return save_tiny_prior(tmp_path_factory.mktemp("segmentation-prior") / "prior")
 
 
 def tiny_argv(recipe, prior, output, *extra):

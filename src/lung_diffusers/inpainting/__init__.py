@@ -6,7 +6,7 @@ Modules:
 - :mod:`.nodule_removal`: :func:`remove_nodule`, the healthy counterfactual of a slice with a nodule.
 - :mod:`.nodule_insertion`: :func:`insert_nodule`, a nodule (benign / malignant with a 7-class SDM) put into a slice.
 - :mod:`.nodule_edit`: :class:`NoduleEdit`, the result of either, and the mask handling they share.
-- :mod:`.anomaly_map`: mask-free anomaly maps, AnoDDPM-style (partial noising, denoising with the prior).
+- :mod:`.anomaly_maps`: mask-free anomaly maps, AnoDDPM-style (partial noising, denoising with the prior).
 - :mod:`.anomaly_evaluation`: pixel AUROC and Dice of anomaly maps, the threshold picked on training patients.
 - :mod:`.synthetic_nodules`: simple nodules painted into healthy slices at known places (ground truth).
 - :mod:`.evaluation_slices`: the held-out and training slices of the evaluations, with real or synthetic nodules.
@@ -29,9 +29,9 @@ _EXPORTS = {
     "NoduleEdit": "nodule_edit",
     "dilate_mask": "nodule_edit",
     "nodule_mask_from_labels": "nodule_edit",
-    "AnomalyMap": "anomaly_map",
-    "anomaly_map": "anomaly_map",
-    "reconstruct_from_noise_level": "anomaly_map",
+    "AnomalyMap": "anomaly_maps",
+    "anomaly_map": "anomaly_maps",
+    "reconstruct_from_noise_level": "anomaly_maps",
     "DiceThreshold": "anomaly_evaluation",
     "pixel_auroc": "anomaly_evaluation",
     "dice_curve": "anomaly_evaluation",

@@ -223,7 +223,7 @@ def run_insert_nodule(args: argparse.Namespace) -> int:
 
 
 def run_anomaly_map(args: argparse.Namespace) -> int:
-    from .anomaly_map import anomaly_map
+    from .anomaly_maps import anomaly_map
 
     ct, pixel_mm = _read_slice(args)
     image, _, _ = _to_working_size(args, ct.image)

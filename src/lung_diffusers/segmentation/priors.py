@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..atomic_write import atomic_file
-from ..inpainting.anomaly_map import anomaly_map
+from ..inpainting.anomaly_maps import anomaly_map
 from ..inpainting.slice_io import as_window_image
 
 

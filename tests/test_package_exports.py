@@ -1,0 +1,33 @@
+"""The packages' lazily imported names: each resolves to what it names, whatever was imported before."""
+
+import importlib
+import pkgutil
+
+import pytest
+
+PACKAGES = [
+    "lung_diffusers",
+    "lung_diffusers.data",
+    "lung_diffusers.inpainting",
+    "lung_diffusers.pipelines",
+    "lung_diffusers.segmentation",
+    "lung_diffusers.synthesis",
+    "lung_diffusers.training",
+]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_no_exported_name_is_also_a_submodule(name):
+    # Importing a submodule sets it as an attribute of its package, so an exported function of the same name
+    # (``inpainting.anomaly_map`` once was) would turn into the module for every later importer.
+    package = importlib.import_module(name)
+    submodules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+    exported = set(getattr(package, "_EXPORTS", {})) | set(getattr(package, "__all__", []))
+    assert not submodules & exported
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_exported_name_resolves(name):
+    package = importlib.import_module(name)
+    for exported in getattr(package, "__all__", []):
+        assert getattr(package, exported) is not None
