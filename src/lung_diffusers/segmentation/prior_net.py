@@ -80,6 +80,21 @@ def predict_nodule_mask(
 
     The slice is padded (edge values) to a multiple of 16 and the prediction cropped back, so any size works.
     ``prior`` is required exactly when the model takes two channels.
+
+    Example:
+        ```py
+        >>> from diffusers import DDIMScheduler
+        >>> from lung_diffusers import LungRePaintPipeline
+        >>> from lung_diffusers.inpainting import anomaly_map, read_ct_slice
+        >>> from lung_diffusers.segmentation import load_segmentation_unet, predict_nodule_mask
+
+        >>> unet, config = load_segmentation_unet("prior-segmentation/with-prior/model")
+        >>> prior = LungRePaintPipeline.from_pretrained("pipelines/lung-ddpm-prior-64")
+        >>> prior.scheduler = DDIMScheduler.from_config(prior.scheduler.config)  # as the U-Net was trained
+        >>> image = read_ct_slice("slice.png").image  # a recipe slice, 256 px
+        >>> difference = anomaly_map(prior, image, noise_level=0.5, num_inference_steps=25, generator=0).difference
+        >>> probability, nodule = predict_nodule_mask(unet, image, difference)
+        ```
     """
     wants_prior = _in_channels(model) == 2
     if wants_prior != (prior is not None):
