@@ -4,7 +4,7 @@ Names are imported on first use (as diffusers does), so ``import lung_diffusers`
 ``python -m lung_diffusers.convert_sdm`` runs without the package importing the module twice.
 """
 
-from importlib import import_module
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0.dev0"
 
@@ -34,15 +34,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = _EXPORTS[name]
-        value = getattr(import_module(module, __name__) if module.startswith(".") else import_module(module), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

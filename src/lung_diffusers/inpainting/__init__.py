@@ -19,47 +19,37 @@ Modules:
 Module 3, the prior-aware segmentation U-Net, is :mod:`lung_diffusers.segmentation`. The pipeline itself is :class:`lung_diffusers.LungRePaintPipeline`. Names are imported on first use.
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "remove_nodule": "nodule_removal",
-    "insert_nodule": "nodule_insertion",
-    "edit_label_map": "nodule_insertion",
-    "disc_mask": "nodule_insertion",
-    "NoduleEdit": "nodule_edit",
-    "dilate_mask": "nodule_edit",
-    "nodule_mask_from_labels": "nodule_edit",
-    "AnomalyMap": "anomaly_maps",
-    "anomaly_map": "anomaly_maps",
-    "reconstruct_from_noise_level": "anomaly_maps",
-    "DiceThreshold": "anomaly_evaluation",
-    "pixel_auroc": "anomaly_evaluation",
-    "dice_curve": "anomaly_evaluation",
-    "best_dice_threshold": "anomaly_evaluation",
-    "dice_at_threshold": "anomaly_evaluation",
-    "dice_score": "anomaly_evaluation",
-    "SyntheticNodule": "synthetic_nodules",
-    "place_synthetic_nodule": "synthetic_nodules",
-    "difference_map": "difference_maps",
-    "quantile_clip": "difference_maps",
-    "mean_and_uncertainty": "difference_maps",
-    "CTSlice": "slice_io",
-    "read_ct_slice": "slice_io",
-    "read_label_slice": "slice_io",
-    "image_from_hu": "slice_io",
-    "hu_from_image": "slice_io",
+    "remove_nodule": ".nodule_removal",
+    "insert_nodule": ".nodule_insertion",
+    "edit_label_map": ".nodule_insertion",
+    "disc_mask": ".nodule_insertion",
+    "NoduleEdit": ".nodule_edit",
+    "dilate_mask": ".nodule_edit",
+    "nodule_mask_from_labels": ".nodule_edit",
+    "AnomalyMap": ".anomaly_maps",
+    "anomaly_map": ".anomaly_maps",
+    "reconstruct_from_noise_level": ".anomaly_maps",
+    "DiceThreshold": ".anomaly_evaluation",
+    "pixel_auroc": ".anomaly_evaluation",
+    "dice_curve": ".anomaly_evaluation",
+    "best_dice_threshold": ".anomaly_evaluation",
+    "dice_at_threshold": ".anomaly_evaluation",
+    "dice_score": ".anomaly_evaluation",
+    "SyntheticNodule": ".synthetic_nodules",
+    "place_synthetic_nodule": ".synthetic_nodules",
+    "difference_map": ".difference_maps",
+    "quantile_clip": ".difference_maps",
+    "mean_and_uncertainty": ".difference_maps",
+    "CTSlice": ".slice_io",
+    "read_ct_slice": ".slice_io",
+    "read_label_slice": ".slice_io",
+    "image_from_hu": ".slice_io",
+    "hu_from_image": ".slice_io",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -22,10 +22,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..labels import HU_WINDOW
 from ..pipelines.denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
-from ..synthetic_marker import save_synthetic_nifti, save_synthetic_png
 from .difference_maps import difference_map, mean_and_uncertainty
 from .figure import Panel, difference_rgb, grey_rgb, magnitude_rgb, save_figure
-from .nodule_edit import as_generator
+from .nodule_edit import as_generator, save_samples_and_maps
 from .settings import DEFAULT_NOISE_LEVEL
 from .slice_io import as_window_image, hu_from_image
 
@@ -66,28 +65,12 @@ class AnomalyMap:
     def save(self, folder: str | os.PathLike, pixel_mm: Sequence[float] | None = None) -> dict[str, Path]:
         """``reconstruction-<k>.png``, ``reconstruction.nii.gz`` (HU), ``anomaly.png`` / ``.nii.gz`` (HU),
         ``uncertainty.*`` for several samples and ``figure.png``, all marked synthetic."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        spacing = (1.0, 1.0) if pixel_mm is None else (float(pixel_mm[1]), float(pixel_mm[0]))
-        span = self.hu_window[1] - self.hu_window[0]
-        written = {}
-        for k, image in enumerate(self.reconstructions):
-            written[f"reconstruction-{k}.png"] = save_synthetic_png(image, folder / f"reconstruction-{k}.png")
-        written["reconstruction.nii.gz"] = save_synthetic_nifti(
-            hu_from_image(self.reconstructions, self.hu_window),
-            folder / "reconstruction.nii.gz",
-            spacing=(*spacing, 1.0),
-        )
-        written["anomaly.png"] = save_synthetic_png(difference_rgb(self.difference), folder / "anomaly.png")
-        written["anomaly.nii.gz"] = save_synthetic_nifti(
-            self.difference * span, folder / "anomaly.nii.gz", spacing=spacing
-        )
-        if self.uncertainty is not None:
-            written["uncertainty.png"] = save_synthetic_png(
-                magnitude_rgb(self.uncertainty), folder / "uncertainty.png"
-            )
+        written = save_samples_and_maps(
+            folder, "reconstruction", self.reconstructions, hu_from_image(self.reconstructions, self.hu_window),
+            "anomaly", self.difference, self.uncertainty, self.hu_window, pixel_mm,
+        )  # fmt: skip
         written["figure.png"] = save_figure(
-            self.panels(), folder / "figure.png", metadata={"noise_level": f"{self.noise_level:g}"}
+            self.panels(), Path(folder) / "figure.png", metadata={"noise_level": f"{self.noise_level:g}"}
         )
         return written
 

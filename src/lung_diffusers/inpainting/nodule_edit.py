@@ -117,30 +117,50 @@ class NoduleEdit:
         ``label_map.png`` (insertion); ``figure.png``. ``pixel_mm`` (row, column) goes into the NIfTI spacing.
         """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        spacing_2d = (1.0, 1.0) if pixel_mm is None else (float(pixel_mm[1]), float(pixel_mm[0]))  # NIfTI: x, y
-        span = self.hu_window[1] - self.hu_window[0]
-        written = {}
-        for k, image in enumerate(self.images):
-            written[f"{self.result_name}-{k}.png"] = save_synthetic_png(image, folder / f"{self.result_name}-{k}.png")
-        written[f"{self.result_name}.nii.gz"] = save_synthetic_nifti(
-            self.images_hu, folder / f"{self.result_name}.nii.gz", spacing=(*spacing_2d, 1.0)
-        )
-        written["difference.png"] = save_synthetic_png(difference_rgb(self.difference), folder / "difference.png")
-        written["difference.nii.gz"] = save_synthetic_nifti(
-            self.difference * span, folder / "difference.nii.gz", spacing=spacing_2d
-        )
-        if self.uncertainty is not None:
-            written["uncertainty.png"] = save_synthetic_png(
-                magnitude_rgb(self.uncertainty), folder / "uncertainty.png"
-            )
-            written["uncertainty.nii.gz"] = save_synthetic_nifti(
-                self.uncertainty * span, folder / "uncertainty.nii.gz", spacing=spacing_2d
-            )
+        written = save_samples_and_maps(
+            folder, self.result_name, self.images, self.images_hu, "difference", self.difference,
+            self.uncertainty, self.hu_window, pixel_mm,
+        )  # fmt: skip
         if self.label_map is not None:
             written["label_map.png"] = save_synthetic_png(self.label_map.astype(np.uint8), folder / "label_map.png")
         written["figure.png"] = self.save_figure(folder / "figure.png", zoom=zoom)
         return written
+
+
+def save_samples_and_maps(
+    folder: str | os.PathLike,
+    result_name: str,
+    images: np.ndarray,
+    images_hu: np.ndarray,
+    map_name: str,
+    difference: np.ndarray,
+    uncertainty: np.ndarray | None,
+    hu_window: Sequence[float],
+    pixel_mm: Sequence[float] | None = None,
+) -> dict[str, Path]:
+    """The files an edit or an anomaly map writes, each marked synthetic: ``<result_name>-<k>.png`` per sample,
+    ``<result_name>.nii.gz`` (all samples, HU), ``<map_name>.png`` / ``.nii.gz`` (the difference, HU) and, for
+    several samples, ``uncertainty.png`` / ``.nii.gz``. ``pixel_mm`` (row, column) goes into the NIfTI spacing."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    spacing_2d = (1.0, 1.0) if pixel_mm is None else (float(pixel_mm[1]), float(pixel_mm[0]))  # NIfTI: x, y
+    span = hu_window[1] - hu_window[0]
+    written = {}
+    for k, image in enumerate(images):
+        written[f"{result_name}-{k}.png"] = save_synthetic_png(image, folder / f"{result_name}-{k}.png")
+    written[f"{result_name}.nii.gz"] = save_synthetic_nifti(
+        images_hu, folder / f"{result_name}.nii.gz", spacing=(*spacing_2d, 1.0)
+    )
+    written[f"{map_name}.png"] = save_synthetic_png(difference_rgb(difference), folder / f"{map_name}.png")
+    written[f"{map_name}.nii.gz"] = save_synthetic_nifti(
+        difference * span, folder / f"{map_name}.nii.gz", spacing=spacing_2d
+    )
+    if uncertainty is not None:
+        written["uncertainty.png"] = save_synthetic_png(magnitude_rgb(uncertainty), folder / "uncertainty.png")
+        written["uncertainty.nii.gz"] = save_synthetic_nifti(
+            uncertainty * span, folder / "uncertainty.nii.gz", spacing=spacing_2d
+        )
+    return written
 
 
 def binary_nodule_mask(nodule_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -11,29 +11,23 @@ Modules:
 MONAI comes with the ``train`` extra (``pip install "lung-diffusers[train]"``). Names are imported on first use.
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "IMAGE_ONLY": "prior_net",
-    "WITH_PRIOR": "prior_net",
-    "VARIANTS": "prior_net",
-    "build_segmentation_unet": "prior_net",
-    "network_input": "prior_net",
-    "predict_nodule_mask": "prior_net",
-    "save_segmentation_unet": "prior_net",
-    "load_segmentation_unet": "prior_net",
-    "anomaly_priors": "priors",
-    "dice_and_iou": "metrics",
-    "bootstrap_interval": "metrics",
-    "paired_bootstrap_interval": "metrics",
+    "IMAGE_ONLY": ".prior_net",
+    "WITH_PRIOR": ".prior_net",
+    "VARIANTS": ".prior_net",
+    "build_segmentation_unet": ".prior_net",
+    "network_input": ".prior_net",
+    "predict_nodule_mask": ".prior_net",
+    "save_segmentation_unet": ".prior_net",
+    "load_segmentation_unet": ".prior_net",
+    "anomaly_priors": ".priors",
+    "dice_and_iou": ".metrics",
+    "bootstrap_interval": ".metrics",
+    "paired_bootstrap_interval": ".metrics",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
