@@ -304,21 +304,28 @@ def crop_transform(args: argparse.Namespace):
 def training_batch(
     items: list[dict], transform, seed: int, step: int, batch_size: int, process_index: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch of one step: ``(inputs (B, 2, c, c), labels (B, 1, c, c))``. It depends on the seed and the step
-    only, so both variants see the same crops and a resumed run the batches the uninterrupted one would."""
+    """The batch of one step from ``items`` (:func:`network_examples`): inputs ``(B, 2, c, c)``, labels
+    ``(B, 1, c, c)``. It depends on the seed and the step only, so both variants see the same crops and a resumed
+    run the batches the uninterrupted one would."""
     rng = np.random.default_rng([seed, step, process_index])
     transform.set_random_state(seed=int(rng.integers(2**31)))
     inputs, labels = [], []
     for index in rng.integers(len(items), size=batch_size):
-        item = items[index]
-        sample = {
-            "input": network_input(item["image"], item["prior"])[0].numpy(),
-            "label": item["truth"][None].astype(np.float32),
-        }
-        crop = transform(sample)[0]
+        crop = transform(dict(items[index]))[0]
         inputs.append(torch.as_tensor(np.asarray(crop["input"])))
         labels.append(torch.as_tensor(np.asarray(crop["label"])))
     return torch.stack(inputs).float(), torch.stack(labels).float()
+
+
+def network_examples(items: list[dict]) -> list[dict]:
+    """Each slice as the transform takes it, built once: ``input`` (slice and prior, ``(2, H, W)``) and ``label``."""
+    return [
+        {
+            "input": network_input(item["image"], item["prior"])[0].numpy(),
+            "label": item["truth"][None].astype(np.float32),
+        }
+        for item in items
+    ]
 
 
 def train_variant(args: argparse.Namespace, variant: str, items: list[dict]) -> torch.nn.Module:
@@ -352,6 +359,7 @@ def train_variant(args: argparse.Namespace, variant: str, items: list[dict]) -> 
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)  # Dice over the batch: many crops hold no nodule
     transform = crop_transform(args)
+    examples = network_examples(items)
 
     step, losses, started, earlier = 0, [], time.time(), 0.0
     if checkpoint is not None:
@@ -369,7 +377,7 @@ def train_variant(args: argparse.Namespace, variant: str, items: list[dict]) -> 
     model.train()
     while step < args.max_train_steps:
         inputs, labels = training_batch(
-            items, transform, args.seed, step, args.train_batch_size, accelerator.process_index
+            examples, transform, args.seed, step, args.train_batch_size, accelerator.process_index
         )
         if variant == IMAGE_ONLY:
             inputs = inputs[:, :1]

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from ..inpainting.anomaly_evaluation import dice_score
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -35,13 +37,8 @@ class Interval:
 
 def dice_and_iou(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """Dice and IoU (Jaccard) of two masks; both 1.0 when both are empty (nothing to find, nothing found)."""
-    p, t = np.asarray(prediction) != 0, np.asarray(truth) != 0
-    if p.shape != t.shape:
-        raise ValueError(f"prediction and truth must have one shape, got {p.shape} and {t.shape}")
-    overlap, union = int(np.logical_and(p, t).sum()), int(np.logical_or(p, t).sum())
-    if not union:
-        return 1.0, 1.0
-    return 2 * overlap / (int(p.sum()) + int(t.sum())), overlap / union
+    dice = dice_score(prediction, truth)
+    return dice, dice / (2 - dice)  # IoU = Dice / (2 - Dice) for any pair of masks
 
 
 def _check(values: Sequence[float], confidence: float, n_resamples: int) -> np.ndarray:
