@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_PIN)" -e ".[dev,lidc,train,space]"
 	touch $(STAMP)
 
+# --overwrite: a second `make demo` replaces the first one's files (those its manifest in outputs/demo lists) and
+# nothing else; a non-empty outputs/demo without that manifest is refused.
 demo: $(STAMP)
-	$(PY) -m lung_diffusers.demo --output outputs/demo
+	$(PY) -m lung_diffusers.demo --output outputs/demo --overwrite
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -7,6 +7,10 @@ command). Removal: LIDC-IDRI-0003 slice 75 (a 21 mm nodule, training patient) wi
 LIDC-IDRI-0001 slice 90 (held-out patient), a 20-px nodule placed in its right lung with the SDM. Both run through
 the ``lung-diffusers`` command exactly as the README shows it; the figures are copied to ``docs/images``.
 ``--runs``: training output folders whose tensorboard losses are plotted over steps (``training_loss.png``).
+
+Its working files (the slices, the commands' outputs) go to fresh folders in a temporary directory, under the rule
+of every lung-diffusers output folder (:mod:`lung_diffusers.output_folder`). In ``docs/images`` it replaces only
+the figures named above, atomically; those are tracked by git, and nothing else there is touched.
 """
 
 from __future__ import annotations
@@ -20,20 +24,22 @@ from datasets import load_dataset
 
 from lung_diffusers.atomic_write import atomic_file
 from lung_diffusers.cli import main as lung_diffusers
+from lung_diffusers.output_folder import output_folder
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "docs" / "images"
 
 
 def write_slice(dataset: str, patient: str, slice_index: int, folder: Path) -> tuple[Path, Path]:
-    """The recipe's slice and label map (PNGs) of one nodule slice."""
+    """The recipe's slice and label map (PNGs) of one nodule slice, written into a new ``folder``."""
     rows = load_dataset(dataset, "nodule")
     for split in rows.values():
         for row in split:
             if row["patient_id"] == patient and row["slice_index"] == slice_index:
-                folder.mkdir(parents=True, exist_ok=True)
-                row["image"].save(folder / "slice.png")
-                row["mask"].save(folder / "mask.png")
+                with output_folder(folder, "make_readme_figures") as out:
+                    for name, key in (("slice.png", "image"), ("mask.png", "mask")):
+                        with atomic_file(out.path(name)) as temporary:
+                            row[key].save(temporary)
                 return folder / "slice.png", folder / "mask.png"
     raise SystemExit(f"{patient} slice {slice_index} is not a nodule slice of {dataset}")
 

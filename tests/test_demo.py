@@ -40,14 +40,45 @@ def test_demo_writes_marked_png_nifti_and_side_by_side(demo_pipeline, tmp_path, 
     printed = capsys.readouterr().out
     assert all(str(p) in printed for p in written) and "marked synthetic" in printed
     side = PIL.Image.open(tmp_path / "out" / "nodule_side_by_side.png")
-    assert side.size == (3 * 256, 256)  # mask | two samples, upscaled for viewing
     assert "mask" in side.text["Columns"]
+    assert "2 SYNTHETIC seed 0: SYNTHETIC (generated)" in side.text["panels"] and side.text["real_panels"] == "none"
     assert PIL.Image.open(tmp_path / "out" / "nodule_seed1.png").text["mask"] == "test map"
+
+
+def test_the_side_by_side_has_a_synthetic_banner_and_column_titles(demo_pipeline, tmp_path):
+    main(parse_args(["--pipeline", str(demo_pipeline), "--output", str(tmp_path / "out"), "--steps", "1"]))
+    side = np.asarray(PIL.Image.open(tmp_path / "out" / "nodule_side_by_side.png").convert("RGB")).astype(int)
+    assert side.shape[1] == 3 * 256 + 2 * 4  # mask | two samples, upscaled for viewing, 4-px gaps
+    # On top, a red band (as the Space's) with white text: "SYNTHETIC".
+    band = side[: np.argmax(np.abs(side[:, 0] - (200, 16, 16)).sum(axis=1) > 30)]
+    assert 20 <= len(band) <= 60 and (band[..., 0] > 240).sum() > 0.02 * band[..., 0].size
+    assert (np.abs(band - (200, 16, 16)).sum(axis=2) < 30).mean() > 0.6 and (band.min(axis=2) > 200).any()
+    # Below it, a title above every column: light text on a dark strip, before the pictures.
+    titles = side[len(band) : len(band) + 22]
+    assert all((titles[:, x : x + 256].min(axis=2) > 150).sum() > 50 for x in (0, 260, 520))
+    assert side.shape[0] == len(band) + 22 + 256
 
 
 def test_demo_errors_are_one_line(tmp_path, capsys):
     assert cli(["--pipeline", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_a_second_demo_needs_overwrite_and_leaves_no_stale_files(demo_pipeline, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    argv = ["--pipeline", str(demo_pipeline), "--output", str(out), "--steps", "1"]
+    main(parse_args([*argv, "--images-per-mask", "2"]))
+    (out / "notes.txt").write_text("mine")
+    monkeypatch.setattr(LungSDMPipeline, "from_pretrained", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert cli(argv) == 2  # refused before the model loads
+    assert "earlier demo run; pass --overwrite" in capsys.readouterr().err
+    monkeypatch.undo()
+    written = main(parse_args([*argv, "--images-per-mask", "1", "--overwrite"]))
+    assert {p.name for p in out.iterdir()} == {p.name for p in written} | {"notes.txt", ".lung-diffusers-manifest.json"}
+    assert not (out / "nodule_seed1.png").exists() and (out / "notes.txt").read_text() == "mine"
+    # A folder of someone else's files is refused, even with --overwrite (`make demo` passes it).
+    assert cli(["--pipeline", str(demo_pipeline), "--output", str(demo_pipeline), "--overwrite"]) == 2
+    assert "is not empty" in capsys.readouterr().err
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,10 @@ background; the rules, the soft-tissue margin and the averaging are those of
 - ``fidelity_grid.png``: rows of real slice | mask | synthetic (first seed) for mid-chest masks, marked
   synthetic.
 
-``--update_card`` also puts ``fidelity.json`` and the grid in the pipeline folder and re-renders its model
-card from ``training.json`` and ``fidelity.json`` there. Bad input exits with status 2 and a one-line error.
+``--output`` must be new or empty, or hold an earlier evaluation's outputs and ``--overwrite``: then exactly the
+files of that run's manifest are replaced (:mod:`lung_diffusers.output_folder`). ``--update_card`` also puts
+``fidelity.json`` and the grid in the pipeline folder and re-renders its model card from ``training.json`` and
+``fidelity.json`` there. Bad input exits with status 2 and a one-line error.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from lung_diffusers import LungSDMPipeline, save_synthetic_png
 from lung_diffusers.atomic_write import write_bytes_atomically, write_text_atomically
 from lung_diffusers.data.contact_sheet import mask_to_rgb
 from lung_diffusers.labels import MALIGNANCY_LABEL_NAMES
+from lung_diffusers.output_folder import check_output_folder, output_folder
 from lung_diffusers.training import fidelity
 from lung_diffusers.training.model_card import FIDELITY_FILE, TRAINING_FILE, fidelity_markdown, write_training_card
 from lung_diffusers.training.script_cli import json_ready, run_script
@@ -67,6 +70,7 @@ SCHEDULERS = {
     "euler": (EulerDiscreteScheduler, "Euler"),
 }
 CSV_FILE, GRID_FILE = "fidelity_per_image.csv", "fidelity_grid.png"
+TOOL = "evaluate_fidelity"  # in the output folder's manifest
 CSV_COLUMNS = (
     "source", "row", "config", "seriesuid", "slice_index", "seed", "lung_pixels", "mid_chest",
     "dice", "median_hu_lungs", "median_hu_soft_tissue", "median_hu_background",
@@ -106,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     report = parser.add_argument_group("report")
     report.add_argument("--output", required=True, help="folder for fidelity.json, the per-image CSV and the grid")
+    report.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier evaluation's outputs in --output (only those files)"
+    )
     report.add_argument("--grid_rows", type=int, default=4, help="mid-chest masks shown in the grid")
     report.add_argument("--grid_scale", type=int, help="nearest-neighbour upscaling of the grid (default: x3 at 64 px)")
     report.add_argument(
@@ -134,8 +141,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"{folder} holds a {pipeline_class}, not a LungSDMPipeline (a mask-conditioned model)")
     if args.update_card and not (folder / TRAINING_FILE).is_file():
         raise FileNotFoundError(f"--update_card needs {folder / TRAINING_FILE} (the run's facts, from train_sdm.py)")
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise ValueError(f"--output {args.output} exists and is not a folder")
+    check_output_folder(args.output, TOOL, args.overwrite)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -410,20 +416,20 @@ def main(args: argparse.Namespace) -> dict:
     report = fidelity_report(summarize(synthetic_records), summarize(real_records), settings)
 
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     report_text = json.dumps(json_ready(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    write_text_atomically(output / FIDELITY_FILE, report_text)
-    write_csv(output / CSV_FILE, real_records + synthetic_records)
-    if len(picks):
-        grid = fidelity_grid(
-            [reals_hu[i] for i in picks],
-            [masks[i] for i in picks],
-            [grid_samples[i] for i in picks],
-            hu_window,
-            malignancy=num_classes == len(MALIGNANCY_LABEL_NAMES),
-            scale=args.grid_scale or max(1, 192 // resolution),
-        )
-        save_synthetic_png(grid, output / GRID_FILE, metadata={"Title": "real slice | mask | synthetic"})
+    with output_folder(output, TOOL, args.overwrite) as out:
+        write_text_atomically(out.path(FIDELITY_FILE), report_text)
+        write_csv(out.path(CSV_FILE), real_records + synthetic_records)
+        if len(picks):
+            grid = fidelity_grid(
+                [reals_hu[i] for i in picks],
+                [masks[i] for i in picks],
+                [grid_samples[i] for i in picks],
+                hu_window,
+                malignancy=num_classes == len(MALIGNANCY_LABEL_NAMES),
+                scale=args.grid_scale or max(1, 192 // resolution),
+            )
+            save_synthetic_png(grid, out.path(GRID_FILE), metadata={"Title": "real slice | mask | synthetic"})
     if args.update_card:
         folder = Path(args.pipeline)
         write_text_atomically(folder / FIDELITY_FILE, report_text)

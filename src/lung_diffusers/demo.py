@@ -4,9 +4,13 @@
     python -m lung_diffusers.demo --pipeline your-name/your-lung-sdm --masks my_masks/ --output out/
 
 For every example mask it writes a PNG and a NIfTI (both marked synthetic) and a side-by-side picture of
-the mask and the result, and prints where they are. The example masks ship with the pipeline folder
-(``example_masks/``: label maps of the held-out patient LIDC-IDRI-0001, with an ``examples.json`` giving
-their pixel spacing); a folder of your own label-map PNGs works too.
+the mask and the results (titled columns under a red SYNTHETIC banner), and prints where they are. The example
+masks ship with the pipeline folder (``example_masks/``: label maps of the held-out patient LIDC-IDRI-0001, with an
+``examples.json`` giving their pixel spacing); a folder of your own label-map PNGs works too.
+
+``--output`` must be new or empty, or hold an earlier demo's outputs: ``--overwrite`` (which ``make demo`` passes,
+so it can be run again) replaces exactly the files listed in that run's manifest; no other file is touched
+(:mod:`lung_diffusers.output_folder`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,20 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import PIL.Image
+
+from .output_folder import check_output_folder, output_folder
 
 DEFAULT_PIPELINE = "pipelines/lung-sdm-64"
 SCHEDULERS = ("dpm", "ddim", "ddpm", "unipc", "euler")
 # Display upscaling of the side-by-side picture: a 64-px slice is tiny on screen.
 PREVIEW_SIDE = 256
+TOOL = "demo"
+# The Space's mark (spaces/lung_space/display.py): white "SYNTHETIC" on a red band above the picture, hiding nothing.
+BANNER_TEXT = "SYNTHETIC"
+BANNER_RGB = (200, 16, 16)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="LungSDMPipeline folder or Hub repo id")
     parser.add_argument("--masks", type=Path, help="folder of label-map PNGs (default: the pipeline's example_masks/)")
-    parser.add_argument("--output", type=Path, default=Path("outputs/demo"), help="folder for the results")
+    parser.add_argument(
+        "--output", type=Path, default=Path("outputs/demo"), help="folder for the results: new, empty or an earlier demo's"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier demo's results in --output (only those files)"
+    )
     parser.add_argument("--scheduler", choices=SCHEDULERS, default="dpm", help="sampler (dpm: DPM-Solver++)")
     parser.add_argument("--steps", type=int, default=25, help="denoising steps")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
@@ -74,20 +90,34 @@ def make_scheduler(name: str, config):
     return classes[name].from_config(config)
 
 
-def side_by_side(mask: np.ndarray, images: list[np.ndarray]) -> np.ndarray:
-    """Mask in colour next to the synthetic slices (uint8 RGB), upscaled with nearest neighbour for viewing."""
+def side_by_side(mask: np.ndarray, images: list[np.ndarray], seeds: list[int]) -> tuple[np.ndarray, dict[str, str]]:
+    """Mask in colour next to the synthetic slices (uint8 RGB), each column titled and enlarged with nearest
+    neighbour for viewing, under a red SYNTHETIC banner; and the PNG text chunks that say what each column is."""
     from .data.contact_sheet import mask_to_rgb
+    from .inpainting.figure import Panel, figure_metadata, render_figure
 
-    grey = [np.repeat(image[..., None], 3, axis=2) for image in images]
-    row = np.concatenate([mask_to_rgb(mask), *grey], axis=1)
-    factor = max(1, PREVIEW_SIDE // mask.shape[0])
-    return row.repeat(factor, axis=0).repeat(factor, axis=1)
+    panels = [Panel("mask (colour, not an image)", mask_to_rgb(mask), "mask")]
+    panels += [Panel(f"SYNTHETIC seed {seed}", np.repeat(image[..., None], 3, axis=2), "synthetic")
+               for image, seed in zip(images, seeds)]  # fmt: skip
+    row = render_figure(panels, panel_size=max(PREVIEW_SIDE, *mask.shape))
+    columns = "mask (colour, not an image) | " + " | ".join(f"synthetic seed {seed}" for seed in seeds)
+    return np.concatenate([synthetic_banner(row.shape[1]), row]), {"Columns": columns, **figure_metadata(panels)}
+
+
+def synthetic_banner(width: int) -> np.ndarray:
+    """A red band with "SYNTHETIC" in white, uint8 ``(height, width, 3)``, as the Space stamps its pictures."""
+    height = max(14, width // 24)
+    banner = np.empty((height, width, 3), np.uint8)
+    banner[:] = BANNER_RGB
+    scale, thickness = height / 40, max(1, round(height / 14))
+    (text_w, text_h), _ = cv2.getTextSize(BANNER_TEXT, cv2.FONT_HERSHEY_DUPLEX, scale, thickness)
+    origin = (max(2, (width - text_w) // 2), (height + text_h) // 2)
+    cv2.putText(banner, BANNER_TEXT, origin, cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return banner
 
 
 def main(args: argparse.Namespace) -> list[Path]:
-    import torch
-
-    from . import LungSDMPipeline, save_synthetic_nifti, save_synthetic_png
+    from . import LungSDMPipeline
 
     started = time.perf_counter()
     if args.steps < 1 or args.images_per_mask < 1:
@@ -97,11 +127,26 @@ def main(args: argparse.Namespace) -> list[Path]:
         raise FileNotFoundError(
             f"{DEFAULT_PIPELINE} not found: run the demo from the repository root (make demo), or pass --pipeline"
         )
-    pipe = LungSDMPipeline.from_pretrained(args.pipeline)
-    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    check_output_folder(args.output, TOOL, args.overwrite)  # before the model loads and samples
     masks_dir = args.masks or pipeline_path / "example_masks"
     examples = load_example_masks(masks_dir)
-    args.output.mkdir(parents=True, exist_ok=True)
+    pipe = LungSDMPipeline.from_pretrained(args.pipeline)
+    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    with output_folder(args.output, TOOL, args.overwrite) as out:
+        written = write_examples(pipe, examples, masks_dir, args, out)
+    print(f"{len(examples)} masks x {args.images_per_mask} images in {time.perf_counter() - started:.0f} s "
+          f"({args.scheduler}, {args.steps} steps); all files are marked synthetic:")
+    for path in written:
+        print(f"  {path}")
+    return written
+
+
+def write_examples(pipe, examples, masks_dir: Path, args: argparse.Namespace, out) -> list[Path]:
+    """Sample every example mask and write its PNGs, NIfTIs and side-by-side picture into ``out``."""
+    import torch
+
+    from . import save_synthetic_nifti, save_synthetic_png
+
     written = []
     for name, mask, facts in examples:
         generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.images_per_mask)]
@@ -111,19 +156,13 @@ def main(args: argparse.Namespace) -> list[Path]:
         grey = [np.clip((h - low) / (high - low) * 255, 0, 255).round().astype(np.uint8) for h in hu]
         source = facts.get("source", f"{masks_dir}/{name}.png")
         for i, (slice_hu, slice_grey) in enumerate(zip(hu, grey)):
-            stem = args.output / f"{name}_seed{args.seed + i}"
+            stem = f"{name}_seed{args.seed + i}"
             metadata = {"mask": source, "seed": str(args.seed + i), "pipeline": str(args.pipeline), "scheduler": args.scheduler}
-            written.append(save_synthetic_png(slice_grey, stem.with_suffix(".png"), metadata))
+            written.append(save_synthetic_png(slice_grey, out.path(f"{stem}.png"), metadata))
             pixel_mm = facts.get("pixel_mm", [1.0, 1.0])
-            written.append(save_synthetic_nifti(slice_hu, f"{stem}.nii.gz", spacing=(pixel_mm[1], pixel_mm[0])))
-        columns = "mask (colour, not an image) | " + " | ".join(f"synthetic seed {args.seed + i}" for i in range(len(grey)))
-        written.append(
-            save_synthetic_png(side_by_side(mask, grey), args.output / f"{name}_side_by_side.png", {"Columns": columns})
-        )
-    print(f"{len(examples)} masks x {args.images_per_mask} images in {time.perf_counter() - started:.0f} s "
-          f"({args.scheduler}, {args.steps} steps); all files are marked synthetic:")
-    for path in written:
-        print(f"  {path}")
+            written.append(save_synthetic_nifti(slice_hu, out.path(f"{stem}.nii.gz"), spacing=(pixel_mm[1], pixel_mm[0])))
+        picture, text = side_by_side(mask, grey, [args.seed + i for i in range(len(grey))])
+        written.append(save_synthetic_png(picture, out.path(f"{name}_side_by_side.png"), text))
     return written
 
 

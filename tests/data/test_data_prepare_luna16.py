@@ -333,6 +333,17 @@ def test_missing_inputs_are_reported_with_what_to_do(prepare_main, capsys, tmp_p
     assert prepare_main(["--luna16-root", str(lidc_mini), "--output", output, "--test-fraction", "1"]) == 2
 
 
+@pytest.mark.parametrize("extra", [[], ["--overwrite"]])
+def test_an_existing_file_as_output_is_one_line_and_left_untouched(prepare_main, capsys, lidc_mini, tmp_path, extra):
+    file = tmp_path / "luna16-mini"
+    file.write_text("mine")
+    for output in (file, file / "dataset"):
+        assert prepare_main(["--luna16-root", str(lidc_mini), "--output", str(output), *extra]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and error.startswith("error: ") and "is a file, not a folder" in error
+    assert file.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["luna16-mini"]
+
+
 def test_official_lung_masks_are_picked_up_and_reproduce_the_rows(prepared_dataset, lidc_mini, sample_series, tmp_path):
     reference, _ = prepared_dataset
     uid = sample_series["LIDC-IDRI-0001"]

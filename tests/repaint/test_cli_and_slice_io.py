@@ -132,9 +132,41 @@ def test_remove_nodule_writes_marked_outputs(pipeline_folders, slice_files, tmp_
         "uncertainty.png",
         "figure.png",
     } <= names
-    assert all(is_synthetic(p) for p in (tmp_path / "out").iterdir())
+    assert all(is_synthetic(p) for p in (tmp_path / "out").glob("[!.]*"))  # all but the folder's manifest
     with PIL.Image.open(tmp_path / "out" / "healthy-0.png") as healthy:
         assert healthy.size == (256, 256)
+
+    # A rerun into the same folder needs --overwrite; with one sample, none of the first run's extra files stay.
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "earlier remove-nodule run; pass --overwrite" in err
+    code, out, err = run_cli([*argv, "--samples", "1", "--overwrite"], capsys)
+    assert code == 0, err
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        ".lung-diffusers-manifest.json", "healthy-0.png", "healthy.nii.gz", "difference.png", "difference.nii.gz",
+        "figure.png",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["remove-nodule", "insert-nodule", "anomaly-map"])
+def test_an_output_that_would_lose_files_is_refused_before_the_model_loads(
+    pipeline_folders, slice_files, tmp_path, capsys, monkeypatch, command
+):
+    from lung_diffusers.inpainting import commands
+
+    monkeypatch.setattr(commands, "_load_pipeline", lambda args: pytest.fail("the model was loaded"))
+    a_file = tmp_path / "result.png"
+    a_file.write_text("mine")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "figure.png").write_text("mine")
+    monkeypatch.chdir(busy)
+    argv = [command, "--pipeline", pipeline_folders / "prior", "--image", slice_files / "image.png", "--overwrite"]
+    argv += {"remove-nodule": ["--label-map", slice_files / "mask.png"],
+             "insert-nodule": ["--label-map", slice_files / "mask.png", "--nodule-center", 128, 170]}.get(command, [])  # fmt: skip
+    for output, message in ((a_file, "is a file, not a folder"), (busy, "is not empty"), (".", "is not empty")):
+        code, _, err = run_cli([*argv, "--output", output], capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert a_file.read_text() == "mine" and [p.name for p in busy.iterdir()] == ["figure.png"]
 
 
 def test_remove_nodule_from_a_volume_slice_with_the_recipes_mask(

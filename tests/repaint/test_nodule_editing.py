@@ -174,3 +174,41 @@ def test_insertion_refuses_a_prior_and_a_nodule_outside_the_body(prior32, real_n
     outside = disc_mask(labels.shape, (3, 3), 4)
     with pytest.raises(ValueError, match="outside the body"):
         insert_nodule(make_pipe(tiny_sdm(sample_size=32)), image, labels, outside, **FAST)
+
+
+# ------------------------------------------------------------------------------------- the output folder
+
+
+def small_edit(num_samples: int):
+    """A NoduleEdit of ``num_samples`` made by hand (no model): only its files are checked."""
+    from lung_diffusers.inpainting import NoduleEdit
+
+    rng = np.random.default_rng(num_samples)
+    images = rng.uniform(0, 1, (num_samples, 16, 16)).astype(np.float32)
+    nodule = disc_mask((16, 16), (8, 8), 4)
+    difference, uncertainty = mean_and_uncertainty(np.stack([difference_map(images[0], image) for image in images]))
+    return NoduleEdit("removal", images[0], nodule, dilate_mask(nodule, 1), images, difference, uncertainty)
+
+
+def test_saving_refuses_a_users_files_and_a_rerun_leaves_no_stale_samples(tmp_path):
+    from lung_diffusers.inpainting import AnomalyMap
+
+    (tmp_path / "figure.png").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        small_edit(1).save(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["figure.png"] and (tmp_path / "figure.png").read_text() == "mine"
+
+    folder = tmp_path / "out"
+    assert {"healthy-2.png", "uncertainty.png", "uncertainty.nii.gz"} <= set(small_edit(3).save(folder))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        small_edit(1).save(folder)
+    written = small_edit(1).save(folder, overwrite=True)  # fewer samples: nothing of the first run is left
+    assert {p.name for p in folder.iterdir()} == set(written) | {".lung-diffusers-manifest.json"}
+    assert "healthy-1.png" not in written and "uncertainty.png" not in written
+
+    edit = small_edit(2)  # AnomalyMap shares the writer
+    anomaly = AnomalyMap(edit.input_image, edit.images, edit.difference, edit.uncertainty, noise_level=0.3)
+    with pytest.raises(FileExistsError, match="earlier remove-nodule run"):
+        anomaly.save(folder)
+    written = anomaly.save(folder, overwrite=True)
+    assert {p.name for p in folder.iterdir()} == set(written) | {".lung-diffusers-manifest.json"}

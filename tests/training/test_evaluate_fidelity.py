@@ -258,6 +258,12 @@ def test_script_end_to_end_writes_report_csv_grid_and_card(
     assert "fidelity_grid.png" in card and (tiny_pipeline_folder / "fidelity_grid.png").is_file()
     assert "training/train_sdm.py --dataset_name luna16-slices" in card  # the training facts are kept
 
+    # The folder lists what it holds; a second evaluation into it is refused at once without --overwrite.
+    manifest = json.loads((output / ".lung-diffusers-manifest.json").read_text())
+    assert manifest["tool"] == "evaluate_fidelity" and manifest["files"] == sorted(p.name for p in output.glob("[!.]*"))
+    with pytest.raises(ValueError, match="earlier evaluate_fidelity run; pass --overwrite"):
+        evaluate_fidelity.parse_args(argv)
+
 
 @pytest.mark.parametrize(
     ("change", "message"),
@@ -283,6 +289,15 @@ def test_bad_input_is_one_line_and_exit_code_2(
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], errors
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_of_someone_elses_files_is_refused_before_loading(
+    evaluate_fidelity, tiny_pipeline_folder, tmp_path, capsys
+):
+    (tmp_path / "fidelity.json").write_text("mine")
+    argv = ["--pipeline", str(tiny_pipeline_folder), "--dataset_name", str(tmp_path / "unused"), "--overwrite"]
+    assert evaluate_fidelity.cli([*argv, "--output", str(tmp_path)]) == 2
+    assert "is not empty" in capsys.readouterr().err and (tmp_path / "fidelity.json").read_text() == "mine"
 
 
 def test_images_do_not_depend_on_the_batch(evaluate_fidelity, tiny_pipeline_folder):

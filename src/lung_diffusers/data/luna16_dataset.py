@@ -181,6 +181,7 @@ def prepare_luna16_dataset(
     """
     luna16_root = Path(luna16_root)
     output_dir = Path(output_dir)
+    _check_output_is_a_folder(output_dir)
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
     all_series = find_luna16_series(luna16_root)
@@ -481,6 +482,13 @@ def _input_file(given: str | Path | None, found: Path | None, root: Path, name: 
         hint = " (it comes in LUNA16's evaluationScript.zip)" if "excluded" in name else ""
         raise FileNotFoundError(f"{name} not found under {root}{hint}; put it there or pass its path with {option}")
     return found
+
+
+def _check_output_is_a_folder(output_dir: Path) -> None:
+    """Refuse an ``output_dir`` that is (or lies under) a file before any work, and leave that file as it is."""
+    existing = next(path for path in (output_dir, *output_dir.parents) if os.path.lexists(path))
+    if not existing.is_dir():
+        raise ValueError(f"{existing} is a file, not a folder; give a new or empty folder for the dataset (--output)")
 
 
 def _prepare_output_folder(output_dir: Path, settings: PrepareSettings) -> None:

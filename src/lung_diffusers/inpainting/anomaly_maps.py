@@ -21,6 +21,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..labels import HU_WINDOW
+from ..output_folder import output_folder
 from ..pipelines.denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
 from .difference_maps import difference_map, mean_and_uncertainty
 from .figure import Panel, difference_rgb, grey_rgb, magnitude_rgb, save_figure
@@ -62,16 +63,20 @@ class AnomalyMap:
             )
         return panels
 
-    def save(self, folder: str | os.PathLike, pixel_mm: Sequence[float] | None = None) -> dict[str, Path]:
+    def save(
+        self, folder: str | os.PathLike, pixel_mm: Sequence[float] | None = None, overwrite: bool = False
+    ) -> dict[str, Path]:
         """``reconstruction-<k>.png``, ``reconstruction.nii.gz`` (HU), ``anomaly.png`` / ``.nii.gz`` (HU),
-        ``uncertainty.*`` for several samples and ``figure.png``, all marked synthetic."""
-        written = save_samples_and_maps(
-            folder, "reconstruction", self.reconstructions, hu_from_image(self.reconstructions, self.hu_window),
-            "anomaly", self.difference, self.uncertainty, self.hu_window, pixel_mm,
-        )  # fmt: skip
-        written["figure.png"] = save_figure(
-            self.panels(), Path(folder) / "figure.png", metadata={"noise_level": f"{self.noise_level:g}"}
-        )
+        ``uncertainty.*`` for several samples and ``figure.png``, all marked synthetic. ``folder`` must be new or
+        empty, or hold an earlier run's outputs and ``overwrite=True`` (see :mod:`lung_diffusers.output_folder`)."""
+        with output_folder(folder, "anomaly-map", overwrite) as out:
+            written = save_samples_and_maps(
+                out, "reconstruction", self.reconstructions, hu_from_image(self.reconstructions, self.hu_window),
+                "anomaly", self.difference, self.uncertainty, self.hu_window, pixel_mm,
+            )  # fmt: skip
+            written["figure.png"] = save_figure(
+                self.panels(), out.path("figure.png"), metadata={"noise_level": f"{self.noise_level:g}"}
+            )
         return written
 
 

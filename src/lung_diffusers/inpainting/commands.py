@@ -3,7 +3,8 @@ mask-free anomaly map of a slice from the healthy prior (AnoDDPM-style).
 
 All read the slice from a PNG (the recipe's lung-window slices), a NIfTI / MetaImage file or a DICOM series
 (``--slice-index``), resize it to the recipe's size (``--image-size``, 256 by default) as the data recipe does,
-and write their outputs marked synthetic into ``--output`` (see :meth:`NoduleEdit.save`).
+and write their outputs marked synthetic into ``--output`` (see :meth:`NoduleEdit.save`): a new or empty folder,
+or one of an earlier run's with ``--overwrite`` (:mod:`lung_diffusers.output_folder`), checked before any sampling.
 """
 
 from __future__ import annotations
@@ -127,7 +128,17 @@ def _slice_arguments(parser: argparse.ArgumentParser) -> None:
         help="axial slice of a volume or DICOM series (0 = most inferior); also applied to volume masks",
     )
     parser.add_argument("--series-uid", help="the series, when a DICOM folder holds several")
-    parser.add_argument("--output", type=Path, required=True, help="folder for the outputs (created)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="folder for the outputs: new, empty, or an earlier run's (with --overwrite)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of an earlier run in --output (only the files its manifest lists)",
+    )
     parser.add_argument(
         "--image-size",
         type=int,
@@ -177,6 +188,7 @@ def run_remove_nodule(args: argparse.Namespace) -> int:
     from .nodule_edit import nodule_mask_from_labels
     from .nodule_removal import remove_nodule
 
+    _check_output(args, "remove-nodule")
     ct, pixel_mm = _read_slice(args)
     if args.nodule_mask is not None:
         nodule = _read_mask(args.nodule_mask, args, ct.image.shape)
@@ -197,6 +209,7 @@ def run_insert_nodule(args: argparse.Namespace) -> int:
 
     from .nodule_insertion import disc_mask, insert_nodule
 
+    _check_output(args, "insert-nodule")
     ct, pixel_mm = _read_slice(args)
     labels = _read_labels(args.label_map, args, ct.image.shape)
     if args.nodule_mask is not None:
@@ -225,19 +238,26 @@ def run_insert_nodule(args: argparse.Namespace) -> int:
 def run_anomaly_map(args: argparse.Namespace) -> int:
     from .anomaly_maps import anomaly_map
 
+    _check_output(args, "anomaly-map")
     ct, pixel_mm = _read_slice(args)
     image, _, _ = _to_working_size(args, ct.image)
     pipe = _load_pipeline(args)
     result = anomaly_map(pipe, image, args.noise_level, args.steps, args.samples, args.seed, args.eta)
     if pixel_mm is not None:
         pixel_mm = tuple(p * ct.image.shape[i] / image.shape[i] for i, p in enumerate(pixel_mm))
-    written = result.save(args.output, pixel_mm=pixel_mm)
+    written = result.save(args.output, pixel_mm=pixel_mm, overwrite=args.overwrite)
     print(
         f"anomaly map of {ct.source} at noise level {args.noise_level:g}: {image.shape[0]}x{image.shape[1]} px, marked synthetic"
     )
     for path in written.values():
         print(path)
     return 0
+
+
+def _check_output(args, tool: str) -> None:
+    from ..output_folder import check_output_folder
+
+    check_output_folder(args.output, tool, args.overwrite)  # refused now, not after minutes of sampling
 
 
 def _read_slice(args):
@@ -352,7 +372,7 @@ def _write(args, edit, pixel_mm, ct, working_size: int) -> int:
         # The outputs' pixels: the input's, scaled by every resize on the way (to --image-size, then to the model).
         out_size = edit.images.shape[-1]
         pixel_mm = tuple(p * ct.image.shape[i] / out_size for i, p in enumerate(pixel_mm))
-    written = edit.save(args.output, pixel_mm=pixel_mm, zoom=False if args.no_zoom else None)
+    written = edit.save(args.output, pixel_mm=pixel_mm, zoom=False if args.no_zoom else None, overwrite=args.overwrite)
     size = f"{edit.images.shape[-2]}x{edit.images.shape[-1]}"
     print(
         f"{edit.kind} of {ct.source}: {len(edit.images)} sample(s) of {size} px (from {working_size} px), marked synthetic"

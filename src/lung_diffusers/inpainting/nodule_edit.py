@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..labels import HU_WINDOW
+from ..output_folder import OutputFiles, output_folder
 from ..synthetic_marker import save_synthetic_nifti, save_synthetic_png
 from .difference_maps import difference_map, mean_and_uncertainty
 from .figure import Panel, difference_rgb, grey_rgb, magnitude_rgb, region_overlay_rgb, save_figure, view_box
@@ -108,27 +109,37 @@ class NoduleEdit:
         return save_figure(self.panels(), path, panel_size=panel_size, box=box, metadata=metadata)
 
     def save(
-        self, folder: str | os.PathLike, pixel_mm: Sequence[float] | None = None, zoom: bool | None = None
+        self,
+        folder: str | os.PathLike,
+        pixel_mm: Sequence[float] | None = None,
+        zoom: bool | None = None,
+        overwrite: bool = False,
     ) -> dict[str, Path]:
         """Write every output into ``folder``, each marked synthetic:
 
         ``<result>-<k>.png`` per sample and ``<result>.nii.gz`` (all samples, HU), where ``<result>`` is ``healthy`` or
         ``inserted``; ``difference.png`` / ``difference.nii.gz`` (HU); ``uncertainty.*`` for several samples;
         ``label_map.png`` (insertion); ``figure.png``. ``pixel_mm`` (row, column) goes into the NIfTI spacing.
+
+        ``folder`` must be new or empty, or hold an earlier run's outputs and ``overwrite=True``: then exactly
+        those are replaced (see :mod:`lung_diffusers.output_folder`); other files are never touched.
         """
-        folder = Path(folder)
-        written = save_samples_and_maps(
-            folder, self.result_name, self.images, self.images_hu, "difference", self.difference,
-            self.uncertainty, self.hu_window, pixel_mm,
-        )  # fmt: skip
-        if self.label_map is not None:
-            written["label_map.png"] = save_synthetic_png(self.label_map.astype(np.uint8), folder / "label_map.png")
-        written["figure.png"] = self.save_figure(folder / "figure.png", zoom=zoom)
+        tool = "remove-nodule" if self.kind == "removal" else "insert-nodule"
+        with output_folder(folder, tool, overwrite) as out:
+            written = save_samples_and_maps(
+                out, self.result_name, self.images, self.images_hu, "difference", self.difference,
+                self.uncertainty, self.hu_window, pixel_mm,
+            )  # fmt: skip
+            if self.label_map is not None:
+                written["label_map.png"] = save_synthetic_png(
+                    self.label_map.astype(np.uint8), out.path("label_map.png")
+                )
+            written["figure.png"] = self.save_figure(out.path("figure.png"), zoom=zoom)
         return written
 
 
 def save_samples_and_maps(
-    folder: str | os.PathLike,
+    out: OutputFiles,
     result_name: str,
     images: np.ndarray,
     images_hu: np.ndarray,
@@ -138,27 +149,26 @@ def save_samples_and_maps(
     hu_window: Sequence[float],
     pixel_mm: Sequence[float] | None = None,
 ) -> dict[str, Path]:
-    """The files an edit or an anomaly map writes, each marked synthetic: ``<result_name>-<k>.png`` per sample,
-    ``<result_name>.nii.gz`` (all samples, HU), ``<map_name>.png`` / ``.nii.gz`` (the difference, HU) and, for
-    several samples, ``uncertainty.png`` / ``.nii.gz``. ``pixel_mm`` (row, column) goes into the NIfTI spacing."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """The files an edit or an anomaly map writes into its output folder ``out`` (opened with
+    :func:`~lung_diffusers.output_folder.output_folder`), each marked synthetic: ``<result_name>-<k>.png`` per
+    sample, ``<result_name>.nii.gz`` (all samples, HU), ``<map_name>.png`` / ``.nii.gz`` (the difference, HU) and,
+    for several samples, ``uncertainty.png`` / ``.nii.gz``. ``pixel_mm`` (row, column) goes into the NIfTI spacing."""
     spacing_2d = (1.0, 1.0) if pixel_mm is None else (float(pixel_mm[1]), float(pixel_mm[0]))  # NIfTI: x, y
     span = hu_window[1] - hu_window[0]
     written = {}
     for k, image in enumerate(images):
-        written[f"{result_name}-{k}.png"] = save_synthetic_png(image, folder / f"{result_name}-{k}.png")
+        written[f"{result_name}-{k}.png"] = save_synthetic_png(image, out.path(f"{result_name}-{k}.png"))
     written[f"{result_name}.nii.gz"] = save_synthetic_nifti(
-        images_hu, folder / f"{result_name}.nii.gz", spacing=(*spacing_2d, 1.0)
+        images_hu, out.path(f"{result_name}.nii.gz"), spacing=(*spacing_2d, 1.0)
     )
-    written[f"{map_name}.png"] = save_synthetic_png(difference_rgb(difference), folder / f"{map_name}.png")
+    written[f"{map_name}.png"] = save_synthetic_png(difference_rgb(difference), out.path(f"{map_name}.png"))
     written[f"{map_name}.nii.gz"] = save_synthetic_nifti(
-        difference * span, folder / f"{map_name}.nii.gz", spacing=spacing_2d
+        difference * span, out.path(f"{map_name}.nii.gz"), spacing=spacing_2d
     )
     if uncertainty is not None:
-        written["uncertainty.png"] = save_synthetic_png(magnitude_rgb(uncertainty), folder / "uncertainty.png")
+        written["uncertainty.png"] = save_synthetic_png(magnitude_rgb(uncertainty), out.path("uncertainty.png"))
         written["uncertainty.nii.gz"] = save_synthetic_nifti(
-            uncertainty * span, folder / "uncertainty.nii.gz", spacing=spacing_2d
+            uncertainty * span, out.path("uncertainty.nii.gz"), spacing=spacing_2d
         )
     return written
 
