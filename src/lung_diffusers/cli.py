@@ -17,7 +17,11 @@ from importlib import import_module
 
 from . import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("lung_diffusers.inpainting.commands", "lung_diffusers.synthesis.commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "lung_diffusers.data.slice_export",
+    "lung_diffusers.inpainting.commands",
+    "lung_diffusers.synthesis.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
