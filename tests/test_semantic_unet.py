@@ -204,3 +204,64 @@ def test_precomputed_features_path_has_no_graph_breaks(tiny_unet, reference_labe
         finally:
             torch._dynamo.reset()
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def super_resolution_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = dict(
+        sample_size=64,
+        block_out_channels=(32, 32),
+        layers_per_block=1,
+        attention_downsample_factors=(),
+        add_attention=False,
+        spade_hidden_channels=8,
+        low_res_channels=1,
+        training_crop_size=16,
+    )
+    return SemanticUNet2DModel(**{**config, **overrides}).eval()
+
+
+def test_a_super_resolution_stage_takes_the_low_res_image_and_its_noise_level(tmp_path):
+    model = super_resolution_model()
+    # Zero-initialised output convs would hide whether the new inputs reach the output.
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)
+    sample, low_res = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    labels = torch.randint(0, 6, (2, 16, 16))
+    with torch.no_grad():
+        out = model(sample, 10, labels, low_res_sample=low_res, noise_level=torch.tensor([0, 100])).sample
+        other_image = model(sample, 10, labels, low_res_sample=-low_res, noise_level=torch.tensor([0, 100])).sample
+        other_level = model(sample, 10, labels, low_res_sample=low_res, noise_level=50).sample
+    assert out.shape == (2, 2, 16, 16)  # the sample's noise and variance only: the rule splits by the sample
+    assert model.learned_variance and model.is_super_resolution
+    assert not torch.allclose(out, other_image) and not torch.allclose(out, other_level)
+
+    model.save_pretrained(tmp_path)
+    reloaded = SemanticUNet2DModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.low_res_channels == 1 and reloaded.config.training_crop_size == 16
+    with torch.no_grad():
+        again = reloaded(sample, 10, labels, low_res_sample=low_res, noise_level=torch.tensor([0, 100])).sample
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+
+
+def test_a_stage_for_crops_can_have_no_attention_at_all():
+    # Self-attention would see a whole slice differently from the crops it learned on; convolutions do not.
+    from diffusers.models.attention_processor import Attention
+
+    model = super_resolution_model(block_out_channels=(32, 32, 32))
+    assert not [m for m in model.modules() if isinstance(m, Attention)]
+    assert [m for m in super_resolution_model(add_attention=True, attention_head_dim=16).modules() if isinstance(m, Attention)]
+
+
+def test_existing_models_take_no_low_res_input_and_super_resolution_ones_need_it():
+    plain = super_resolution_model(low_res_channels=0, training_crop_size=None)
+    assert plain.class_embedding is None and not plain.is_super_resolution
+    sample, labels = torch.randn(1, 1, 16, 16), torch.randint(0, 6, (1, 16, 16))
+    with pytest.raises(ValueError, match="takes no low-resolution image"):
+        plain(sample, 1, labels, low_res_sample=sample, noise_level=0)
+    model = super_resolution_model()
+    with pytest.raises(ValueError, match="needs low_res_sample"):
+        model(sample, 1, labels)
+    with pytest.raises(ValueError, match="upsampled to the sample"):
+        model(sample, 1, labels, low_res_sample=torch.randn(1, 1, 8, 8), noise_level=0)
+    with pytest.raises(ValueError, match="training_crop_size"):
+        super_resolution_model(training_crop_size=128)

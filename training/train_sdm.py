@@ -56,7 +56,7 @@ from lung_diffusers.training.slice_data import (
 )
 
 logger = get_logger(__name__, log_level="INFO")
-MODELS = ("sdm", "ddpm")
+MODELS = ("sdm", "ddpm", "upscaler")
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -98,12 +98,24 @@ def parse_args(argv: list[str] | None = None, model: str = "sdm") -> argparse.Na
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="data loading processes (0: in the loop)")
 
     arch = parser.add_argument_group("model")
-    arch.add_argument("--model", choices=MODELS, default=model, help="sdm: mask-conditioned; ddpm: unconditional prior")
+    arch.add_argument(
+        "--model",
+        choices=MODELS,
+        default=model,
+        help="sdm: mask-conditioned; ddpm: unconditional prior; upscaler: a cascade's second stage (an SDM that also "
+        "takes the slice at --low_res_resolution, noise-augmented; train it on --crop_size crops)",
+    )
     arch.add_argument("--pretrained_model_name_or_path", help="warm start from this pipeline folder or Hub repo")
     arch.add_argument("--block_out_channels", type=_int_tuple, default=(32, 64, 128), help="channels per level")
     arch.add_argument("--layers_per_block", type=int, default=1, help="res blocks per encoder level")
     arch.add_argument("--attention_downsample_factors", type=_int_tuple, default=(4,), help="levels with attention")
     arch.add_argument("--attention_head_dim", type=int, default=32, help="channels per attention head")
+    arch.add_argument(
+        "--no_mid_block_attention",
+        action="store_true",
+        help="sdm/upscaler: no self-attention in the middle block either (with --attention_downsample_factors '' the "
+        "U-Net has none, so a model trained on crops sees a whole slice as it saw the crops)",
+    )
     arch.add_argument("--spade_hidden_channels", type=int, default=32, help="hidden width of the SPADE convs (sdm)")
     arch.add_argument(
         "--resample_type",
@@ -112,6 +124,19 @@ def parse_args(argv: list[str] | None = None, model: str = "sdm") -> argparse.Na
         help="down/up sampling: strided/nearest convs (cheaper) or res blocks (SDM's resblock_updown)",
     )
     arch.add_argument("--dropout", type=float, default=0.0, help="dropout in the res blocks")
+    arch.add_argument(
+        "--low_res_resolution",
+        type=int,
+        default=64,
+        help="upscaler: side of the first stage's slices; the stage learns to draw --resolution slices from them",
+    )
+    arch.add_argument(
+        "--max_noise_level",
+        type=int,
+        default=250,
+        help="upscaler: noise-conditioning augmentation of the low-resolution input, drawn uniformly from steps "
+        "[0, N) of the training schedule (Cascaded Diffusion Models; bridges real and stage-1 inputs)",
+    )
     arch.add_argument(
         "--no_learned_variance", action="store_true", help="predict epsilon only (MSE loss) instead of SDM's learned variance"
     )
@@ -213,7 +238,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(
             f"the training size {side} px must be a multiple of {2 ** (levels - 1)} (the U-Net has {levels} levels)"
         )
-    if args.model == "sdm" and args.resolution % 2 ** (levels - 1):
+    if args.model != "ddpm" and args.resolution % 2 ** (levels - 1):
         # An SDM trained on crops still samples whole slices (validation grids, users' masks).
         raise ValueError(
             f"the slice size {args.resolution} px must be a multiple of {2 ** (levels - 1)} (the U-Net has {levels} "
@@ -223,6 +248,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--noise_offset must be in [0, 1] (diffusers' scripts use about 0.05-0.1), got {args.noise_offset}")
     if not 0.0 <= args.condition_dropout < 1.0:
         raise ValueError(f"--condition_dropout must be in [0, 1), got {args.condition_dropout}")
+    if args.model == "upscaler":
+        if not 0 < args.low_res_resolution < args.resolution:
+            raise ValueError(
+                f"--low_res_resolution must be between 1 and --resolution ({args.resolution}) - 1, got {args.low_res_resolution}"
+            )
+        if not 0 < args.max_noise_level <= args.num_train_timesteps:
+            raise ValueError(f"--max_noise_level must be between 1 and --num_train_timesteps, got {args.max_noise_level}")
     if args.model == "ddpm" and args.condition_dropout:
         raise ValueError("--condition_dropout applies to --model sdm only: the ddpm prior has no condition")
     if args.learning_rate <= 0:
@@ -242,10 +274,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     """A fresh U-Net of the configured shape, or the one of ``--pretrained_model_name_or_path`` (warm start)."""
-    model_cls = SemanticUNet2DModel if args.model == "sdm" else UNet2DModel
+    model_cls = UNet2DModel if args.model == "ddpm" else SemanticUNet2DModel
     if args.pretrained_model_name_or_path:
         model = model_cls.from_pretrained(args.pretrained_model_name_or_path, subfolder="unet")
-        if args.model == "sdm" and model.config.num_classes != num_classes:
+        if args.model != "ddpm" and model.config.num_classes != num_classes:
             raise ValueError(
                 f"the warm-start model has {model.config.num_classes} classes, the dataset configs "
                 f"{args.dataset_config} need {num_classes}"
@@ -253,7 +285,8 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
         return model
     out_channels = 1 if args.no_learned_variance else 2
     side = args.crop_size or args.resolution
-    if args.model == "sdm":
+    if args.model != "ddpm":
+        super_resolution = args.model == "upscaler"
         # sample_size is what the model makes: whole slices (the model card and users read it), even when it
         # learns from crops; the prior below makes crop-sized patches.
         return SemanticUNet2DModel(
@@ -269,6 +302,9 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
             downsample_type=args.resample_type,
             upsample_type=args.resample_type,
             dropout=args.dropout,
+            add_attention=not args.no_mid_block_attention,
+            low_res_channels=1 if super_resolution else 0,
+            training_crop_size=args.crop_size,
         )
     levels = len(args.block_out_channels)
     with_attention = [2**level in args.attention_downsample_factors for level in range(levels)]
@@ -303,6 +339,15 @@ def training_scheduler(args: argparse.Namespace, learned_variance: bool) -> DDPM
         clip_sample=True,
         timestep_spacing="linspace",
     )
+
+
+def augmented_low_res(args, noise_scheduler, low_res: torch.Tensor, generator: torch.Generator, device) -> dict:
+    """Noise-conditioning augmentation (Ho et al. 2021): the low-resolution input noised to a random step below
+    ``--max_noise_level``, and that step, as the upscaler's ``low_res_sample`` and ``noise_level``."""
+    levels = torch.randint(0, args.max_noise_level, (low_res.shape[0],), generator=generator)
+    noise = torch.randn(low_res.shape, generator=generator)
+    noised = noise_scheduler.add_noise(low_res, noise, levels)
+    return {"low_res_sample": noised.to(device), "noise_level": levels.to(device)}
 
 
 def step_generator(seed: int, micro_step: int, process_index: int) -> torch.Generator:
@@ -486,7 +531,8 @@ def main(args: argparse.Namespace) -> Path:
             logger.warning(f"no {args.validation_split!r} split: the validation grids use masks of training slices")
         val_masks, val_reals = validation_masks(args, validation_dataset)
 
-    data = SliceTrainingData(train_dataset, args.resolution, args.crop_size, args.random_flip)
+    low_res_resolution = args.low_res_resolution if args.model == "upscaler" else None
+    data = SliceTrainingData(train_dataset, args.resolution, args.crop_size, args.random_flip, low_res_resolution)
     sampler = StepBatchSampler(
         len(data),
         args.train_batch_size,
@@ -530,11 +576,14 @@ def main(args: argparse.Namespace) -> Path:
                 noise = noise + args.noise_offset * offset
             noisy = noise_scheduler.add_noise(clean, noise, timesteps)
             with accelerator.accumulate(unet):
-                if args.model == "sdm":
+                if args.model != "ddpm":
                     one_hot = F.one_hot(batch["mask"], num_classes).permute(0, 3, 1, 2).float()
                     keep = torch.rand(clean.shape[0], generator=generator) >= args.condition_dropout
                     one_hot = (one_hot * keep[:, None, None, None]).to(clean.device)  # the null map is all zeros
-                    model_output = unet(noisy, timesteps, one_hot).sample
+                    low_res = {}
+                    if args.model == "upscaler":
+                        low_res = augmented_low_res(args, noise_scheduler, batch["low_res"], generator, clean.device)
+                    model_output = unet(noisy, timesteps, one_hot, **low_res).sample
                 else:
                     model_output = unet(noisy, timesteps).sample
                 losses = loss_fn(model_output, clean, noisy, timesteps, noise)

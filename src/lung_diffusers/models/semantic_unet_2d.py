@@ -121,6 +121,20 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         freq_shift (`int`, defaults to 0): Frequency shift of the sinusoid.
         spade_hidden_channels (`int`, defaults to 128): Hidden width of the SPADE label-map convs.
         act_fn (`str`, defaults to `"silu"`): Activation.
+        add_attention (`bool`, defaults to `True`): Self-attention in the middle block (SDM has it; as in
+            diffusers' ``UNet2DModel``). With ``attention_downsample_factors=()`` and `False` the U-Net has no
+            attention at all, so a model trained on crops treats a whole slice as it treated the crops.
+        low_res_channels (`int`, defaults to 0): Channels of a low-resolution image given as extra input (a
+            super-resolution stage, as DeepFloyd IF's): ``forward(..., low_res_sample=, noise_level=)`` takes the
+            image upsampled to the sample's size, concatenated after the sample before ``conv_in``, and the integer
+            level of the noise-conditioning augmentation applied to it, embedded like a timestep and added to the
+            time embedding. 0 (the default) is a plain SDM; the output still holds only the sample's noise (and
+            variance), so the learned-variance rule splits by the sample's channels.
+        training_crop_size (`int`, *optional*): Side of the random square crops the model was trained on, when it
+            learned from crops of ``sample_size`` slices; it still samples whole slices (the U-Net is fully
+            convolutional). Recorded so that size checks accept whole slices.
+        pixel_spacing_mm (`float`, *optional*): In-plane pixel spacing of the training slices at ``sample_size``,
+            in mm, where known (written into NIfTI outputs and used by size checks).
 
     Example:
         ```py
@@ -169,15 +183,23 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         freq_shift: int = 0,
         spade_hidden_channels: int = 128,
         act_fn: str = "silu",
+        add_attention: bool = True,
+        low_res_channels: int = 0,
+        training_crop_size: int | None = None,
+        pixel_spacing_mm: float | None = None,
     ):
         super().__init__()
         self._check_config()
         levels = len(block_out_channels)
         time_embed_dim = time_embedding_dim or 4 * block_out_channels[0]
 
-        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels + low_res_channels, block_out_channels[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(time_embed_dim // 4, flip_sin_to_cos, freq_shift)
         self.time_embedding = TimestepEmbedding(time_embed_dim // 4, time_embed_dim, act_fn=act_fn)
+        # The augmentation level of the low-resolution input, embedded like a timestep (IF's class_embed_type="timestep").
+        self.class_embedding = (
+            TimestepEmbedding(time_embed_dim // 4, time_embed_dim, act_fn=act_fn) if low_res_channels else None
+        )
 
         common = dict(
             temb_channels=time_embed_dim,
@@ -220,7 +242,7 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         )
         self.mid_block = SPADEMidBlock2D(
             channels=block_out_channels[-1],
-            attention_heads=self._attention_heads(block_out_channels[-1], upsample=False),
+            attention_heads=self._attention_heads(block_out_channels[-1], upsample=False) if add_attention else None,
             **decoder,
         )
 
@@ -281,6 +303,15 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError(f"resnet_time_scale_shift must be 'scale_shift' or 'default', got {c.resnet_time_scale_shift!r}")
         if (c.attention_head_dim is None) == (c.num_attention_heads is None):
             raise ValueError("set exactly one of attention_head_dim (channels per head) and num_attention_heads")
+        if c.low_res_channels < 0:
+            raise ValueError(f"low_res_channels must be 0 (a plain SDM) or positive, got {c.low_res_channels}")
+        if c.training_crop_size is not None and not 0 < c.training_crop_size <= c.sample_size:
+            raise ValueError(
+                f"training_crop_size must be between 1 and sample_size={c.sample_size} (crops of the slices the "
+                f"model makes), got {c.training_crop_size}"
+            )
+        if c.pixel_spacing_mm is not None and not c.pixel_spacing_mm > 0:
+            raise ValueError(f"pixel_spacing_mm must be positive, got {c.pixel_spacing_mm}")
 
     def _attention_heads(self, channels: int, upsample: bool) -> int:
         # SDM's rule: num_head_channels wins; otherwise num_heads (num_heads_upsample in the decoder).
@@ -303,6 +334,11 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
     def learned_variance(self) -> bool:
         """Whether the model predicts variance values after the noise (``out_channels == 2 * in_channels``)."""
         return self.config.out_channels == 2 * self.config.in_channels
+
+    @property
+    def is_super_resolution(self) -> bool:
+        """Whether the model takes a low-resolution image (``low_res_channels > 0``): a cascade's second stage."""
+        return self.config.low_res_channels > 0
 
     @property
     def _spade_resnets(self):
@@ -407,6 +443,8 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         return_dict: bool = True,
         segmentation_repeats: tuple[int, ...] | list[int] | None = None,
         return_segmentation_features: bool = False,
+        low_res_sample: torch.Tensor | None = None,
+        noise_level: torch.Tensor | int | None = None,
     ) -> SemanticUNet2DOutput | tuple:
         r"""
         Args:
@@ -421,6 +459,10 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
                 (see :meth:`encode_segmentation`).
             return_segmentation_features (`bool`): Also return the mask features computed from ``segmentation``.
                 Samplers use it to encode the mask inside ``forward``, where device-offload hooks see it.
+            low_res_sample (`torch.Tensor`, *optional*): For ``low_res_channels > 0`` only: the low-resolution image,
+                upsampled to the sample's size and noise-augmented, ``(batch, low_res_channels, height, width)``.
+            noise_level (`torch.Tensor` or `int`, *optional*): For ``low_res_channels > 0`` only: the augmentation
+                step(s) applied to ``low_res_sample``, a scalar or one per image.
         """
         if sample.ndim != 4 or sample.shape[1] != self.config.in_channels:
             raise ValueError(
@@ -458,6 +500,14 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError(f"timestep must be a scalar or have one entry per image ({batch}), got {timesteps.numel()}")
         timesteps = timesteps.expand(batch)
         emb = self.time_embedding(self.time_proj(timesteps).to(dtype=self.dtype))
+        if self.class_embedding is not None:
+            low_res_sample, noise_levels = self._check_low_res(low_res_sample, noise_level, sample)
+            emb = emb + self.class_embedding(self.time_proj(noise_levels).to(dtype=self.dtype))
+            sample = torch.cat([sample, low_res_sample.to(sample.dtype)], dim=1)
+        elif low_res_sample is not None or noise_level is not None:
+            raise ValueError(
+                "this model takes no low-resolution image (low_res_channels=0): drop low_res_sample and noise_level"
+            )
 
         hidden_states = self.conv_in(sample)
         skips = (hidden_states,)
@@ -479,6 +529,22 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         if not return_dict:
             return (hidden_states,) if returned is None else (hidden_states, returned)
         return SemanticUNet2DOutput(sample=hidden_states, segmentation_features=returned)
+
+    def _check_low_res(self, low_res_sample, noise_level, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        channels, batch = self.config.low_res_channels, sample.shape[0]
+        if low_res_sample is None or noise_level is None:
+            raise ValueError(
+                "this super-resolution model needs low_res_sample (the low-resolution image upsampled to the sample's "
+                "size) and noise_level (its augmentation step)"
+            )
+        expected = (batch, channels, *sample.shape[-2:])
+        if tuple(low_res_sample.shape) != expected:
+            raise ValueError(f"low_res_sample must have shape {expected} (upsampled to the sample), got {tuple(low_res_sample.shape)}")
+        levels = noise_level if torch.is_tensor(noise_level) else torch.tensor([noise_level])
+        levels = levels.reshape(-1).to(sample.device)
+        if levels.numel() not in (1, batch):
+            raise ValueError(f"noise_level must be a scalar or have one entry per image ({batch}), got {levels.numel()}")
+        return low_res_sample, levels.expand(batch)
 
     def _check_features(self, features: SegmentationFeatures, sample: torch.Tensor) -> SegmentationFeatures:
         if not isinstance(features, SegmentationFeatures):

@@ -55,15 +55,17 @@ class SPADEMidBlock2D(_CheckpointedResnets):
     """SPADE resnet, self-attention, SPADE resnet: SDM's ``middle_block``.
 
     ``resnet_kwargs`` (``temb_channels``, ``num_classes``, ``groups``, ``eps``, ...) go to both
-    :class:`SPADEResnetBlock2D`; the attention uses the same ``groups`` and ``eps``.
+    :class:`SPADEResnetBlock2D`; the attention uses the same ``groups`` and ``eps``. ``attention_heads=None``
+    drops the attention (diffusers' ``add_attention=False``), for a stage trained on crops that samples whole slices.
     """
 
-    def __init__(self, *, channels: int, attention_heads: int, **resnet_kwargs):
+    def __init__(self, *, channels: int, attention_heads: int | None, **resnet_kwargs):
         super().__init__()
         self.resnets = nn.ModuleList(
             SPADEResnetBlock2D(in_channels=channels, out_channels=channels, **resnet_kwargs) for _ in range(2)
         )
-        self.attentions = nn.ModuleList([legacy_attention_block(channels, attention_heads, **_norm_of(resnet_kwargs))])
+        attentions = [] if attention_heads is None else [legacy_attention_block(channels, attention_heads, **_norm_of(resnet_kwargs))]
+        self.attentions = nn.ModuleList(attentions)
 
     @property
     def spade_resnets(self) -> list[SPADEResnetBlock2D]:
@@ -77,7 +79,8 @@ class SPADEMidBlock2D(_CheckpointedResnets):
         map_groups: MapGroups | None = None,
     ):
         hidden_states = self._run_resnet(self.resnets[0], hidden_states, temb, segmentation_features[0], map_groups)
-        hidden_states = self.attentions[0](hidden_states)
+        for attention in self.attentions:
+            hidden_states = attention(hidden_states)
         return self._run_resnet(self.resnets[1], hidden_states, temb, segmentation_features[1], map_groups)
 
 

@@ -17,6 +17,7 @@ import pyarrow.parquet
 import torch
 from tqdm.auto import tqdm
 
+from ..cascade import upsample_low_res
 from ..data.masks import resize_ct_image, resize_label_map
 from ..labels import LABEL_NAMES, LEFT_LUNG, MALIGNANCY_LABEL_NAMES, RIGHT_LUNG
 
@@ -146,14 +147,27 @@ class SliceTrainingData(torch.utils.data.Dataset):
         resolution: side the slices are resized to (area averaging for images, majority vote for masks).
         crop_size: side of the random square crop (defaults to ``resolution``: no crop).
         random_flip: mirror half of the draws left-right, swapping the lung labels (:func:`flip_left_right`).
+        low_res_resolution: also return ``low_res``, the input of a super-resolution stage: the whole slice
+            resized to this side as a first stage is trained (area averaging), upsampled back to ``resolution``
+            (:func:`lung_diffusers.cascade.upsample_low_res`) and cropped and flipped with the image.
     """
 
-    def __init__(self, dataset: datasets.Dataset, resolution: int, crop_size: int | None = None, random_flip: bool = False):
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        resolution: int,
+        crop_size: int | None = None,
+        random_flip: bool = False,
+        low_res_resolution: int | None = None,
+    ):
         crop_size = crop_size or resolution
         if not 0 < crop_size <= resolution:
             raise ValueError(f"crop_size must be between 1 and resolution={resolution}, got {crop_size}")
+        if low_res_resolution is not None and not 0 < low_res_resolution < resolution:
+            raise ValueError(f"low_res_resolution must be between 1 and resolution={resolution} - 1, got {low_res_resolution}")
         self.dataset = dataset.select_columns(list(REQUIRED_COLUMNS))
         self.resolution, self.crop_size, self.random_flip = resolution, crop_size, random_flip
+        self.low_res_resolution = low_res_resolution
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -163,14 +177,28 @@ class SliceTrainingData(torch.utils.data.Dataset):
         row = self.dataset[int(index)]
         image = resize_ct_image(np.asarray(row["image"].convert("L")), self.resolution)
         mask = resize_label_map(np.asarray(row["mask"]), self.resolution)
+        low_res = None
+        if self.low_res_resolution is not None:
+            # From the whole slice, then cropped: the crop sees what it would see inside a whole-slice upsampling.
+            small = _to_unit_range(resize_ct_image(image, self.low_res_resolution))
+            low_res = upsample_low_res(small[None, None], self.resolution)[0, 0].numpy()
         rng = np.random.default_rng(seed)
         top, left = rng.integers(0, self.resolution - self.crop_size + 1, size=2)
-        image = image[top : top + self.crop_size, left : left + self.crop_size]
-        mask = mask[top : top + self.crop_size, left : left + self.crop_size]
-        if self.random_flip and rng.random() < 0.5:
+        window = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
+        image, mask = image[window], mask[window]
+        flip = self.random_flip and rng.random() < 0.5
+        if flip:
             image, mask = flip_left_right(image, mask)
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).float().div(127.5).sub(1.0)
-        return {"image": pixels[None], "mask": torch.from_numpy(np.ascontiguousarray(mask)).long()}
+        item = {"image": _to_unit_range(image)[None], "mask": torch.from_numpy(np.ascontiguousarray(mask)).long()}
+        if low_res is not None:
+            low_res = low_res[window][:, ::-1] if flip else low_res[window]
+            item["low_res"] = torch.from_numpy(np.ascontiguousarray(low_res))[None]
+        return item
+
+
+def _to_unit_range(windowed: np.ndarray) -> torch.Tensor:
+    """uint8 lung-window grey levels -> float32 in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(windowed)).float().div(127.5).sub(1.0)
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
