@@ -2,7 +2,8 @@
 
 The pipeline, the model and the training code all take label maps in many forms (numpy, torch, PIL,
 lists); :func:`as_label_tensor` turns any of them into an integer tensor ``(B, H, W)`` or says, in terms
-a user can act on, what is wrong.
+a user can act on, what is wrong. :func:`check_label_values` names labels out of range (and maps scaled for
+viewing), :func:`check_label_map_size` a map of another size than the model was trained on.
 """
 
 from __future__ import annotations
@@ -42,12 +43,79 @@ def as_label_tensor(segmentation, num_classes: int | None = None) -> torch.Tenso
         if (labels != labels.round()).any():
             raise ValueError("the label map has fractional values; labels must be whole class ids")
     labels = labels.long()
-    if num_classes is not None and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"label values must lie in [0, {num_classes}) for this model (num_classes={num_classes}); "
-            f"got values from {int(labels.min())} to {int(labels.max())}"
-        )
+    if num_classes is not None:
+        check_label_values(labels, num_classes)
     return labels
+
+
+def check_label_values(labels, num_classes: int, where: str | None = None) -> None:
+    """Raise a `ValueError` naming the values of ``labels`` outside ``[0, num_classes)``.
+
+    Args:
+        labels: integer class ids, a numpy array or tensor of any shape.
+        num_classes: the number of classes (6: nodule masks, 7: benign / malignant nodules).
+        where: what the range belongs to, for the message (default: ``"for this model (num_classes=N)"``).
+    """
+    array = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+    if not array.size or (array.min() >= 0 and array.max() < num_classes):
+        return
+    values = np.unique(array)
+    outside = values[(values < 0) | (values >= num_classes)]
+    shown = ", ".join(str(int(v)) for v in outside[:8]) + (", ..." if outside.size > 8 else "")
+    raise ValueError(
+        f"label values must lie in [0, {num_classes}) {where or f'for this model (num_classes={num_classes})'}; "
+        f"got {shown} (values from {int(values.min())} to {int(values.max())}){scaled_labels_hint(values, num_classes)}"
+    )
+
+
+def scaled_labels_hint(values, num_classes: int) -> str:
+    """``"; they look like labels x50 ..."`` when the distinct values are class ids times one factor, else ``""``.
+
+    Label maps are often saved multiplied for viewing (x50, or spread over 0-255), which reads as classes that
+    do not exist; a plain range error, or "no nodule", would hide that.
+    """
+    nonzero = np.unique(np.asarray(values, dtype=np.int64))
+    nonzero = nonzero[nonzero > 0]
+    if nonzero.size < 2:  # a single value (a 0/255 binary mask) is no evidence of scaling
+        return ""
+    factor = int(np.gcd.reduce(nonzero))
+    if factor < 2 or nonzero.max() // factor >= num_classes:
+        return ""
+    return f"; they look like labels x{factor} (a map scaled for viewing?): divide the map by {factor}"
+
+
+def check_label_map_size(height: int, width: int, unet_config) -> str | None:
+    """Check a label map's size against what the U-Net was trained on.
+
+    The trained size is ``sample_size``: the whole slices the model makes, also for a model trained on random
+    crops of such slices (``training_crop_size`` in its config), which samples whole slices too. A map half that
+    size or smaller gives noise (its anatomy is far smaller than any the model saw); other sizes run, but away
+    from the training distribution.
+
+    Returns:
+        `None` when the map has the trained size, else a warning to show once.
+
+    Raises:
+        ValueError: the map's height or width is at most half the trained size.
+    """
+    size = unet_config.sample_size
+    trained_h, trained_w = (size, size) if isinstance(size, (int, np.integer)) else size
+    if (height, width) == (trained_h, trained_w):
+        return None
+    crop = getattr(unet_config, "training_crop_size", None)
+    spacing = getattr(unet_config, "pixel_spacing_mm", None)
+    trained = f"{trained_h}x{trained_w} slices" + (f" (from {crop}-px crops of them)" if crop else "")
+    trained += f" at {spacing:g} mm per pixel" if spacing else ""
+    resize = f"lung_diffusers.data.resize_label_map(labels, {max(trained_h, trained_w)})"
+    if 2 * height <= trained_h or 2 * width <= trained_w:
+        raise ValueError(
+            f"the label map is {height}x{width}, but this model was trained on {trained}; a map half that size or "
+            f"smaller gives noise. Resize it as the data recipe does: {resize}"
+        )
+    return (
+        f"the label map is {height}x{width}, but this model was trained on {trained}: images of another size are "
+        f"outside what it learned (anatomy at another scale or field of view). For the trained size: {resize}"
+    )
 
 
 def _as_tensor(segmentation) -> torch.Tensor:

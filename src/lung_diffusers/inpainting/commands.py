@@ -287,10 +287,14 @@ def _read_mask(path: Path, args, shape):
 
 
 def _read_labels(path: Path, args, shape):
+    from ..label_maps import check_label_values
+    from ..labels import MALIGNANCY_LABEL_NAMES
     from .slice_io import read_label_slice
 
     labels = read_label_slice(path, args.slice_index)
     _check_shape(labels, shape, path, args.image_size)
+    # Before anything reads classes from it: a map scaled for viewing (x50) would otherwise have "no nodule".
+    check_label_values(labels, len(MALIGNANCY_LABEL_NAMES), f"in {path} (the recipe's classes 0-6)")
     return labels
 
 
