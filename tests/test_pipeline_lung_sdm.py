@@ -1,6 +1,7 @@
 """LungSDMPipeline on a tiny converted SDM: schedulers, guidance, inputs, outputs, and diffusers' common pipeline checks."""
 
 import inspect
+import warnings
 
 import numpy as np
 import PIL.Image
@@ -12,7 +13,9 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    LCMScheduler,
     UniPCMultistepScheduler,
 )
 from diffusers.utils.torch_utils import randn_tensor
@@ -463,3 +466,69 @@ def test_pipeline_callback_objects_are_accepted(tiny_pipe, reference_labels):
     images = generate(tiny_pipe, reference_labels, callback_on_step_end=MultiPipelineCallbacks(
         [Constant(cutoff_step_ratio=None, cutoff_step_index=STEPS - 1)]))
     np.testing.assert_allclose(images, 0.75)
+
+
+# ------------------------------------------------------------------ bad inputs that gave silent bad output
+
+
+def test_a_map_half_the_trained_size_is_refused_and_other_sizes_are_warned_about_once(tiny_pipe):
+    with pytest.raises(ValueError, match=r"16x16, but this model was trained on 32x32 .*resize_label_map\(labels, 32\)"):
+        tiny_pipe(np.ones((16, 16), np.int64), num_inference_steps=1)
+    with pytest.warns(UserWarning, match="label map is 32x40, but this model was trained on 32x32"):
+        generate(tiny_pipe, np.ones((32, 40), np.int64), num_inference_steps=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate(tiny_pipe, np.ones((32, 40), np.int64), num_inference_steps=1)  # once per pipeline
+        generate(tiny_pipe, np.ones((32, 32), np.int64), num_inference_steps=1)  # the trained size
+    assert not [w for w in caught if "label map" in str(w.message)]
+
+
+def test_non_finite_latents_are_refused_rather_than_returned_as_a_black_synthetic_image(tiny_pipe, reference_labels):
+    latents = randn_tensor((2, 1, 32, 32), generator=torch.Generator().manual_seed(0))
+    latents[1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="latents contain NaN or infinite values"):
+        tiny_pipe(reference_labels, num_inference_steps=2, latents=latents)
+
+    def overflow(pipe, step, timestep, callback_kwargs):  # as a float16 overflow would
+        return {"latents": callback_kwargs["latents"] * float("inf")}
+
+    with pytest.raises(ValueError, match="sampling produced NaN or infinite values"):
+        tiny_pipe(reference_labels, num_inference_steps=2, callback_on_step_end=overflow)
+
+
+def test_a_guidance_scale_above_the_spaces_maximum_is_warned_about(tiny_pipe, reference_labels):
+    with pytest.warns(UserWarning, match=r"guidance_scale=1e\+06 is above 10: such scales saturate"):
+        tiny_pipe(reference_labels, num_inference_steps=1, guidance_scale=1e6)
+
+
+@pytest.mark.parametrize(
+    "value, error, message",
+    [
+        ("dpm", TypeError, r"got 'dpm' \(names such as 'dpm' are the command line's --scheduler choices\)"),
+        (DDIMScheduler, TypeError, r"instance, got the class DDIMScheduler.*DDIMScheduler\.from_config"),
+        (None, TypeError, "a diffusers scheduler instance, got None"),
+        (LCMScheduler(), ValueError, r"LCMScheduler cannot sample .*DDIMScheduler, DDPMScheduler"),
+        (FlowMatchEulerDiscreteScheduler(), ValueError, "FlowMatchEulerDiscreteScheduler cannot sample"),
+    ],
+    ids=["name", "class", "none", "lcm", "flow-matching"],
+)
+def test_schedulers_are_checked_when_assigned(tiny_pipe, value, error, message):
+    before = tiny_pipe.scheduler
+    with pytest.raises(error, match=message):
+        tiny_pipe.scheduler = value
+    assert tiny_pipe.scheduler is before
+    with pytest.raises(error, match=message):
+        LungSDMPipeline(tiny_pipe.unet, value)
+
+
+def test_every_command_line_scheduler_is_accepted_and_loading_still_works(tiny_pipe, tmp_path):
+    from lung_diffusers.synthesis.schedulers import SCHEDULER_CLASSES, make_scheduler
+
+    for class_name in SCHEDULER_CLASSES.values():
+        tiny_pipe.scheduler = make_scheduler(class_name, tiny_pipe.scheduler.config)
+        assert type(tiny_pipe.scheduler).__name__ == class_name
+    tiny_pipe.scheduler = DDIMScheduler.from_config(tiny_pipe.scheduler.config)
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    loaded = LungSDMPipeline.from_pretrained(tmp_path / "pipe")
+    assert isinstance(loaded.scheduler, DDIMScheduler) and loaded.config.scheduler[1] == "DDIMScheduler"
+    assert isinstance(LungSDMPipeline(**loaded.components).scheduler, DDIMScheduler)

@@ -149,9 +149,14 @@ def test_only_ddpm_with_learned_range_gets_the_variance_channels(prior_pipe, kin
 
 def test_unusable_schedulers_are_refused_with_a_way_out(prior_pipe):
     image, mask = image_and_mask(batch=1)
-    prior_pipe.scheduler = DPMSolverMultistepScheduler.from_config(prior_pipe.scheduler.config)
-    with pytest.raises(ValueError, match="cannot run RePaint.*DDIMScheduler"):
-        prior_pipe(image, mask, **FAST)
+    with pytest.raises(ValueError, match="cannot run RePaint.*DDIMScheduler"):  # when assigned, not at the next call
+        prior_pipe.scheduler = DPMSolverMultistepScheduler.from_config(prior_pipe.scheduler.config)
+    assert isinstance(prior_pipe.scheduler, DDPMScheduler)
+    for value, message in (("ddim", "got 'ddim'"), (DDIMScheduler, "got the class DDIMScheduler"), (None, "got None")):
+        with pytest.raises(TypeError, match=message):
+            prior_pipe.scheduler = value
+        with pytest.raises(TypeError, match=message):
+            LungRePaintPipeline(prior_pipe.unet, value)
     prior_pipe.scheduler = DDPMScheduler.from_config(prior_pipe.scheduler.config, variance_type="learned")
     with pytest.raises(ValueError, match="learned_range"):
         prior_pipe(image, mask, **FAST)
@@ -297,6 +302,25 @@ def test_loads_a_ddpm_prior_folder_and_an_sdm_folder(tmp_path):
     assert again.is_semantic and again.default_size_handling() == "resize" and prior.default_size_handling() == "crop"
 
 
+def test_a_folder_of_another_pipeline_is_refused_with_the_class_that_loads_it(tmp_path):
+    import json
+
+    from diffusers import DDPMPipeline
+
+    DDPMPipeline(unet=tiny_unet(), scheduler=prior_scheduler()).save_pretrained(tmp_path / "prior")
+    with pytest.raises(
+        ValueError,
+        match=r"prior is a DDPMPipeline folder \(its unet is an unconditional U-Net, such as the healthy prior\), "
+        r"which LungSDMPipeline cannot load: load it with LungRePaintPipeline\.from_pretrained",
+    ):
+        LungSDMPipeline.from_pretrained(tmp_path / "prior")
+    (tmp_path / "sd").mkdir()
+    index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}
+    (tmp_path / "sd" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="StableDiffusionPipeline folder .*UNet2DConditionModel.*loads folders whose"):
+        LungRePaintPipeline.from_pretrained(tmp_path / "sd")
+
+
 # ------------------------------------------------------------------------------------- the SDM (insertion mechanics)
 
 
@@ -357,6 +381,11 @@ def test_an_all_keep_mask_in_a_batch_names_the_image(prior_pipe):
         ({"size_handling": "pad"}, "size_handling must be one of"),
         ({"generator": [torch.Generator()] * 3}, "3 generators for 1 images"),
         ({"latents": torch.zeros(1, 1, 8, 8)}, r"latents must have shape \(1, 1, 16, 16\)"),
+        ({"latents": torch.full((1, 1, 16, 16), float("inf"))}, "latents contain NaN or infinite values"),
+        (
+            {"callback_on_step_end": lambda pipe, i, t, tensors: {"latents": tensors["latents"] * float("nan")}},
+            "sampling produced NaN or infinite values",
+        ),
     ],
 )
 def test_bad_settings_are_refused(prior_pipe, kwargs, message):
@@ -381,3 +410,7 @@ def test_label_maps_must_fit_the_model(prior_pipe, sdm_pipe):
         sdm_pipe(image, mask, segmentation=malignant, **FAST)
     with pytest.raises(ValueError, match="segmentation is \\(8, 16\\)"):
         sdm_pipe(image, mask, segmentation=labels[:8], **FAST)
+    scaled = labels * 50  # saved x50 for viewing
+    scaled[3:13, 3:13] = 100
+    with pytest.raises(ValueError, match=r"labels 50 to 100, .*look like labels x50 .*divide the map by 50"):
+        sdm_pipe(image, mask, segmentation=scaled, **FAST)

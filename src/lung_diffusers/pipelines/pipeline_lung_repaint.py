@@ -27,15 +27,16 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..label_maps import as_label_tensor
+from ..label_maps import as_label_tensor, scaled_labels_hint
 from ..labels import HU_WINDOW
 from ..models import SemanticUNet2DModel
 from .denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
 from .noise_schedule import pin_noise_schedule
+from .pipeline_folders import check_pipeline_folder
+from .scheduler_support import REPAINT_SCHEDULERS, check_scheduler
 from .synthetic_output import check_output_type, postprocess_samples
 
 SIZE_HANDLING = ("crop", "resize", "none")
-SUPPORTED_SCHEDULERS = (DDPMScheduler, DDIMScheduler, RePaintScheduler)
 
 # RePaint settings: `pipe(image, mask, **REPAINT_PRESETS["paper"])`. "cpu" (the call's defaults) inpaints a
 # 64-px crop in well under a minute on 2 CPU cores (about 230 U-Net passes); "paper" is Lugmayr et al.'s
@@ -133,7 +134,7 @@ class LungRePaintPipeline(DiffusionPipeline):
     [`~diffusers.DDIMScheduler`] (``eta``) and [`~diffusers.RePaintScheduler`] (``eta``; the output equals
     diffusers' ``RePaintPipeline`` for epsilon-only models), swapped with
     ``pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)``. Multistep solvers cannot jump back in
-    time and are refused.
+    time and are refused when assigned.
 
     Loads from a diffusers ``DDPMPipeline`` folder (the healthy prior) or a ``LungSDMPipeline`` folder:
     ``LungRePaintPipeline.from_pretrained(folder)``.
@@ -180,11 +181,32 @@ class LungRePaintPipeline(DiffusionPipeline):
         low, high = (float(v) for v in hu_window)
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"hu_window must be two finite values (low, high) with low < high, got {hu_window}")
-        pin_noise_schedule(scheduler)  # so that RePaintScheduler.from_config(pipe.scheduler.config) keeps the betas
+        self.check_scheduler_class(scheduler)  # before register_modules, which fails on a string with an AttributeError
         self.register_modules(unet=unet, scheduler=scheduler)
+        pin_noise_schedule(scheduler)  # so that RePaintScheduler.from_config(pipe.scheduler.config) keeps the betas
         self.register_to_config(hu_window=[low, high])
         self._num_timesteps = 0
         self._interrupt = False
+
+    @staticmethod
+    def check_scheduler_class(scheduler) -> None:
+        """Refuse anything but a scheduler this pipeline can sample with; run whenever ``scheduler`` is set."""
+        check_scheduler(scheduler, REPAINT_SCHEDULERS, "run RePaint, which steps back up the noise schedule")
+
+    def __setattr__(self, name, value):
+        # register_modules (so from_pretrained) and users' `pipe.scheduler = ...` all come through here.
+        if name == "scheduler":
+            self.check_scheduler_class(value)
+        super().__setattr__(name, value)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """As diffusers' ``from_pretrained``, for a ``DDPMPipeline`` folder (the healthy prior) or a
+        ``LungSDMPipeline`` folder; a folder of another kind of pipeline is refused with a clear error."""
+        check_pipeline_folder(
+            pretrained_model_name_or_path, cls.__name__, ("UNet2DModel", "SemanticUNet2DModel"), kwargs
+        )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property
     def is_semantic(self) -> bool:
@@ -370,6 +392,7 @@ class LungRePaintPipeline(DiffusionPipeline):
             hint = ""
             if num_classes == 6 and high == 6:
                 hint = "; class 6 (malignant nodule) needs a 7-class malignancy SDM, or relabel it 5 (nodule)"
+            hint = hint or scaled_labels_hint(labels.unique().numpy(), num_classes)
             raise ValueError(
                 f"segmentation holds labels {low} to {high}, but this SDM has {num_classes} classes "
                 f"(0 to {num_classes - 1}){hint}"
@@ -455,14 +478,8 @@ class LungRePaintPipeline(DiffusionPipeline):
         self.check_scheduler()
 
     def check_scheduler(self) -> None:
-        """Refuse schedulers that cannot run RePaint with this U-Net."""
+        """Refuse scheduler settings that cannot run RePaint with this U-Net (its class is checked when assigned)."""
         scheduler = self.scheduler
-        if not isinstance(scheduler, SUPPORTED_SCHEDULERS):
-            raise ValueError(
-                f"{type(scheduler).__name__} cannot run RePaint, which steps back up the noise schedule: use "
-                "DDPMScheduler, DDIMScheduler or RePaintScheduler, e.g. "
-                "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)"
-            )
         prediction = scheduler.config.get("prediction_type", "epsilon")
         if prediction != "epsilon":
             raise ValueError(
@@ -496,6 +513,8 @@ class LungRePaintPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != tuple(shape):
             raise ValueError(f"latents must have shape {tuple(shape)} for this call, got {tuple(latents.shape)}")
+        elif not torch.isfinite(latents).all():
+            raise ValueError("latents contain NaN or infinite values; pass finite Gaussian noise (randn_tensor)")
         else:
             latents = latents.to(device=device, dtype=dtype)
         return latents * self.scheduler.init_noise_sigma

@@ -6,6 +6,7 @@ import inspect
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,16 +21,20 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo
 
-from ..label_maps import as_label_tensor
+from ..label_maps import as_label_tensor, check_label_map_size
 from ..labels import HU_WINDOW, label_names
 from ..model_card import build_model_card
 from ..models import SemanticUNet2DModel
 from .denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
 from .noise_schedule import pin_noise_schedule
+from .pipeline_folders import check_pipeline_folder
+from .scheduler_support import SDM_SCHEDULERS, check_scheduler
 from .synthetic_output import check_output_type, postprocess_samples
 
 # Reuse the mask features when they take at most this share of the free memory of the execution device.
 MASK_FEATURE_MEMORY_SHARE = 0.5
+# Guidance scales above this saturate the image (the Space's slider stops here); larger ones get a warning.
+MAX_USUAL_GUIDANCE_SCALE = 10.0
 
 
 @dataclass
@@ -69,8 +74,12 @@ class LungSDMPipeline(DiffusionPipeline):
 
     Classifier-free guidance uses the all-zero map as the null condition and acts on the noise prediction
     only; learned-variance channels come from the conditional pass. The label map's SPADE features are
-    computed once per call and reused at every step. Any diffusers noise scheduler can be swapped in with
-    ``pipe.scheduler = X.from_config(pipe.scheduler.config)``.
+    computed once per call and reused at every step. The diffusers samplers of DDPM-trained models can be
+    swapped in with ``pipe.scheduler = X.from_config(pipe.scheduler.config)`` (DDPM, DDIM, DPM-Solver++, UniPC,
+    Euler, Euler ancestral, Heun, LMS, PNDM, DEIS); others (flow matching, LCM, ...) are refused at assignment.
+
+    Label maps of the size the model was trained on (``unet.config.sample_size``) are expected: one of half that
+    size or smaller is refused, and other sizes get a warning once per pipeline.
 
     Every output is synthetic: the output's ``synthetic`` flag is `True`, PIL images carry a ``synthetic``
     entry in ``image.info``, and :func:`~lung_diffusers.save_synthetic_png` /
@@ -115,12 +124,38 @@ class LungSDMPipeline(DiffusionPipeline):
         low, high = (float(v) for v in hu_window)
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"hu_window must be two finite values (low, high) with low < high, got {hu_window}")
-        pin_noise_schedule(scheduler)  # so that Heun/LMS.from_config(pipe.scheduler.config) keep the betas
+        self.check_scheduler_class(scheduler)  # before register_modules, which fails on a string with an AttributeError
         self.register_modules(unet=unet, scheduler=scheduler)
+        pin_noise_schedule(scheduler)  # so that Heun/LMS.from_config(pipe.scheduler.config) keep the betas
         self.register_to_config(hu_window=[low, high])
         self._guidance_scale = 1.0
         self._num_timesteps = 0
         self._interrupt = False
+        self._warnings_given: set[str] = set()
+
+    @staticmethod
+    def check_scheduler_class(scheduler) -> None:
+        """Refuse anything but a scheduler this pipeline can sample with; run whenever ``scheduler`` is set."""
+        check_scheduler(scheduler, SDM_SCHEDULERS, "sample LungSDMPipeline's models, which predict DDPM noise")
+
+    def __setattr__(self, name, value):
+        # register_modules (so from_pretrained) and users' `pipe.scheduler = ...` all come through here.
+        if name == "scheduler":
+            self.check_scheduler_class(value)
+        super().__setattr__(name, value)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """As diffusers' ``from_pretrained``; a folder of another kind of pipeline (e.g. the healthy prior's
+        ``DDPMPipeline``) is refused with the class that loads it."""
+        check_pipeline_folder(pretrained_model_name_or_path, cls.__name__, ("SemanticUNet2DModel",), kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def warn_once(self, message: str) -> None:
+        """A `UserWarning`, once per pipeline and message (batch jobs call the pipeline many times)."""
+        if message not in self._warnings_given:
+            self._warnings_given.add(message)
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ state during a call (diffusers' contract)
 
@@ -165,6 +200,7 @@ class LungSDMPipeline(DiffusionPipeline):
                 f"label map height and width must be positive multiples of {factor} (the U-Net downsamples "
                 f"{factor}x); got {height}x{width}. Pad or resize the map."
             )
+        size_warning = check_label_map_size(int(height), int(width), self.unet.config)
         train_steps = self.scheduler.config.num_train_timesteps
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
             raise TypeError(f"num_inference_steps must be an integer, got {num_inference_steps!r}")
@@ -194,10 +230,20 @@ class LungSDMPipeline(DiffusionPipeline):
         shape = (batch, self.unet.config.in_channels, height, width)
         if latents is not None and tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape} for this call, got {tuple(latents.shape)}")
+        if latents is not None and not torch.isfinite(latents).all():
+            raise ValueError("latents contain NaN or infinite values; pass finite Gaussian noise (randn_tensor)")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} are not among {self._callback_tensor_inputs}")
         self.check_scheduler()
+        # Warnings only once the call is known to run.
+        if size_warning:
+            self.warn_once(size_warning)
+        if guidance_scale > MAX_USUAL_GUIDANCE_SCALE:
+            self.warn_once(
+                f"guidance_scale={guidance_scale:g} is above {MAX_USUAL_GUIDANCE_SCALE:g}: such scales saturate the "
+                "image (SDM used 1.5)"
+            )
 
     def check_scheduler(self) -> None:
         """Refuse scheduler settings that cannot work with this U-Net."""

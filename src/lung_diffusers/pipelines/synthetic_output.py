@@ -19,7 +19,16 @@ def check_output_type(output_type: str) -> None:
 def postprocess_samples(samples: torch.Tensor, output_type: str, hu_window: tuple[float, float]):
     """``latent``: the samples untouched; ``pt``: [0, 1] tensors; ``hu``: float32 ``(B, H, W)`` Hounsfield units
     (several channels averaged to grey); ``np``: float32 ``(B, H, W, C)``; ``pil``: images whose ``info`` carries
-    the synthetic mark, so ``save_synthetic_png`` and PIL's own PNG writer keep it."""
+    the synthetic mark, so ``save_synthetic_png`` and PIL's own PNG writer keep it.
+
+    Raises:
+        ValueError: the samples hold NaN or infinite values (they would become a black image marked synthetic).
+    """
+    if not torch.isfinite(samples).all():
+        raise ValueError(
+            "sampling produced NaN or infinite values, so there is no image to return: check the model weights "
+            "for NaN, run in float32 rather than float16, and check the scheduler settings and step callbacks"
+        )
     if output_type == "latent":
         return samples
     images = (samples / 2 + 0.5).clamp(0, 1)
