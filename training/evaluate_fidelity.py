@@ -149,10 +149,13 @@ def check_args(args: argparse.Namespace) -> None:
 
 def load_pipeline(args: argparse.Namespace) -> LungSDMPipeline:
     """The pipeline on ``args.device`` with the chosen scheduler, its progress bar off (ours counts images)."""
+    from lung_diffusers.sources import local_or_hub
+
     bar_was_on = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components" would split the report
     try:
-        pipe = LungSDMPipeline.from_pretrained(args.pipeline)
+        with local_or_hub(args.pipeline, "--pipeline") as source:
+            pipe = LungSDMPipeline.from_pretrained(source)
     finally:
         if bar_was_on:
             diffusers_logging.enable_progress_bar()
@@ -188,8 +191,11 @@ def load_masks(args: argparse.Namespace, num_classes: int, resolution: int) -> d
         ``masks`` (N, H, W) uint8, ``images`` (N, H, W) float32 in [-1, 1], and per-mask lists ``row`` (in the
         concatenated split), ``config``, ``seriesuid`` and ``slice_index``.
     """
-    # Loaded one config at a time, so that each mask's config is known.
-    parts = [load_slice_dataset(args.dataset_name, [c], args.split, args.cache_dir) for c in args.dataset_config]
+    from lung_diffusers.sources import local_or_hub
+
+    with local_or_hub(args.dataset_name, "--dataset_name"):
+        # Loaded one config at a time, so that each mask's config is known.
+        parts = [load_slice_dataset(args.dataset_name, [c], args.split, args.cache_dir) for c in args.dataset_config]
     for config, part in zip(args.dataset_config, parts):
         check_slice_dataset(part, num_classes, f"{args.split} split of {config!r}")
     configs = [config for config, part in zip(args.dataset_config, parts) for _ in range(len(part))]

@@ -50,13 +50,40 @@ def test_bad_options_fail_before_anything_is_written(inputs, tmp_path, capsys, o
         (":malignancy", "checkpoint", "the 'malignancy' config labels benign (5) and malignant (6) nodules, but this model has 6 classes"),
         (":nodule", "checkpoint_7", "the 'nodule' config labels any nodule 5, which this 7-class model reads as benign"),
         (":nodule", "checkpoint", "every mask of"),  # --nodule-fraction needs nodule-free masks
-        ("/no/such/dataset", "checkpoint", "cannot"),
+        ("/no/such/dataset", "checkpoint", "--masks /no/such/dataset: /no/such/dataset does not exist"),
     ],
 )
 def test_masks_that_do_not_fit_the_model_are_refused(inputs, tmp_path, capsys, masks, checkpoint, message):
     masks = masks if masks.startswith("/") else f"{inputs.masks}{masks}"
     code, err = run_cli(inputs.argv(tmp_path / "out", masks=masks, checkpoint=getattr(inputs, checkpoint)), capsys)
     assert code == 2 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("checkpoint", "./nopipe", "--pipeline ./nopipe: {cwd}/nopipe does not exist"),
+        ("masks", "./missing", "--masks ./missing: {cwd}/missing does not exist"),
+        ("masks", "./missing:healthy/train", "--masks ./missing: {cwd}/missing does not exist"),
+        (
+            "checkpoint",
+            "someone/no-such-pipeline",
+            "--pipeline someone/no-such-pipeline: neither a local folder nor a reachable Hub repo (there is no folder "
+            "{cwd}/someone/no-such-pipeline; offline, and not in the local cache)",
+        ),
+        (
+            "masks",
+            "someone/no-such-masks",
+            "--masks someone/no-such-masks: neither a local folder nor a reachable Hub repo (there is no folder "
+            "{cwd}/someone/no-such-masks; offline, and not in the local cache)",
+        ),
+    ],
+)
+def test_a_missing_folder_is_not_called_a_bad_hub_repo(inputs, tmp_path, monkeypatch, capsys, option, value, message):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(inputs.argv(tmp_path / "out", **{option: value}), capsys)
+    assert (code, err) == (2, f"lung-diffusers synthesize: error: {message.format(cwd=tmp_path)}\n")
     assert not (tmp_path / "out").exists()
 
 

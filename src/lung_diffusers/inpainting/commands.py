@@ -336,19 +336,20 @@ def _load_pipeline(args):
     from diffusers.utils import logging as diffusers_logging
 
     from ..pipelines.pipeline_lung_repaint import LungRePaintPipeline
+    from ..sources import local_or_hub
 
-    source = Path(args.pipeline)
-    if source.exists() and not (source / "model_index.json").is_file():
-        raise ValueError(f"{source} is not a pipeline folder (it has no model_index.json)")
-    loading_bar = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()  # the loading bar; the sampling bar is the pipeline's own
-    try:
-        pipe = LungRePaintPipeline.from_pretrained(args.pipeline)
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"could not load the pipeline {args.pipeline}: {error}") from None
-    finally:
-        if loading_bar:
-            diffusers_logging.enable_progress_bar()
+    with local_or_hub(args.pipeline, "--pipeline") as source:
+        if isinstance(source, Path) and not (source / "model_index.json").is_file():
+            raise ValueError(f"{source} is not a pipeline folder (it has no model_index.json)")
+        loading_bar = diffusers_logging.is_progress_bar_enabled()
+        diffusers_logging.disable_progress_bar()  # the loading bar; the sampling bar is the pipeline's own
+        try:
+            pipe = LungRePaintPipeline.from_pretrained(source)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"could not load the pipeline {args.pipeline}: {error}") from None
+        finally:
+            if loading_bar:
+                diffusers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=args.quiet)
     if args.scheduler:
         kind = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "repaint": RePaintScheduler}[args.scheduler]

@@ -1,4 +1,5 @@
-"""The generating checkpoint: where it is (a folder, or a Hub repo at a commit), the hash of its weights, loading.
+"""The generating checkpoint: where it is (a folder, or a Hub repo at a commit), the hashes of its weights and
+configs, loading.
 
 Rows record the checkpoint as given (a folder path or a repo id), the Hub commit it resolved to, and the
 sha256 of its weights, so a row names exactly the weights that made it.
@@ -18,38 +19,38 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 @dataclass(frozen=True)
 class CheckpointRef:
-    """A resolved checkpoint: ``name`` as given, the Hub ``revision`` (commit; None for a folder), its local files."""
+    """A resolved checkpoint: ``name`` as given, the Hub ``revision`` (commit; None for a folder), its local files
+    and their hashes (:func:`weights_sha256`, :func:`configs_sha256`)."""
 
     name: str
     revision: str | None
     local_dir: Path
     weights_sha256: str
+    configs_sha256: str
 
 
 def resolve_checkpoint(name: str, revision: str | None = None, cache_dir: str | None = None) -> CheckpointRef:
     """Find a LungSDMPipeline folder, or download (or find in the cache) a Hub repo at ``revision``.
 
     Raises:
-        FileNotFoundError: neither a pipeline folder nor a reachable Hub repo.
+        FileNotFoundError: a local path that does not exist, or neither a pipeline folder nor a reachable Hub repo.
     """
-    path = Path(name)
-    if path.is_dir():
-        if revision is not None:
-            raise ValueError(f"--revision applies to Hub repos; {name} is a local folder")
-        if not (path / "model_index.json").is_file():
-            raise FileNotFoundError(f"{name} has no model_index.json: give a LungSDMPipeline folder (save_pretrained)")
-        return CheckpointRef(name, None, path, weights_sha256(path))
-    if path.exists() or name.count("/") != 1:
-        raise FileNotFoundError(f"--pipeline {name}: not a pipeline folder, nor a Hub repo id (owner/name)")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from ..sources import local_or_hub
 
-    try:
+    with local_or_hub(name, "--pipeline") as where:
+        if isinstance(where, Path):
+            if not where.is_dir():
+                raise NotADirectoryError(f"--pipeline {name} is a file; give a LungSDMPipeline folder")
+            if revision is not None:
+                raise ValueError(f"--revision applies to Hub repos; {name} is a local folder")
+            if not (where / "model_index.json").is_file():
+                raise FileNotFoundError(f"{name} has no model_index.json: give a LungSDMPipeline folder (save_pretrained)")
+            return CheckpointRef(name, None, where, weights_sha256(where), configs_sha256(where))
+        from huggingface_hub import snapshot_download
+
         local = Path(snapshot_download(name, revision=revision, cache_dir=cache_dir))
-    except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError) as error:
-        raise FileNotFoundError(f"--pipeline {name}: cannot get this Hub repo ({type(error).__name__}: {error})") from error
-    commit = local.name if _COMMIT.match(local.name) else _hub_commit(name, revision)
-    return CheckpointRef(name, commit, local, weights_sha256(local))
+        commit = local.name if _COMMIT.match(local.name) else _hub_commit(name, revision)
+    return CheckpointRef(name, commit, local, weights_sha256(local), configs_sha256(local))
 
 
 def _hub_commit(repo_id: str, revision: str | None) -> str:
@@ -75,6 +76,17 @@ def weights_sha256(folder: str | Path) -> str:
     if len(digests) == 1:
         return digests[0][0]
     manifest = "".join(f"{digest}  {relative}\n" for digest, relative in digests)
+    return hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def configs_sha256(folder: str | Path) -> str:
+    """sha256 of a pipeline folder's configs: the ``sha256sum``-style manifest of ``model_index.json`` and each
+    component's ``config.json`` / ``scheduler_config.json`` (the noise schedule changes the images as much as the
+    weights do)."""
+    folder = Path(folder)
+    files = [folder / "model_index.json", *sorted(folder.glob("*/config.json"))]
+    files += sorted(folder.glob("*/scheduler_config.json"))
+    manifest = "".join(f"{_file_sha256(p)}  {p.relative_to(folder).as_posix()}\n" for p in files if p.is_file())
     return hashlib.sha256(manifest.encode()).hexdigest()
 
 

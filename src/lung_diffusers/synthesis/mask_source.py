@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.masks import resize_label_map
 from ..labels import LABEL_NAMES, LEFT_LUNG, MALIGNANCY_LABEL_NAMES, NODULE, RIGHT_LUNG
+from ..sources import local_or_hub
 from .settings import MaskSpec
 
 # Recipe configs and what their label 5 means; healthy masks (no nodule label) suit 6- and 7-class models.
@@ -108,15 +109,22 @@ def decode_mask(value: dict) -> np.ndarray:
 
 
 def resolve_config(spec: MaskSpec, cache_dir: str | None = None) -> MaskSpec:
-    """The spec with its config named (the dataset's default config when none was given)."""
-    if spec.config is not None:
-        return spec
-    import datasets
+    """The spec with its config named (the dataset's default config when none was given).
 
-    try:
-        builder = datasets.load_dataset_builder(spec.dataset, cache_dir=cache_dir)
-    except (FileNotFoundError, ValueError) as error:
-        raise FileNotFoundError(f"cannot open the mask dataset {spec.dataset!r}: {error}") from error
+    Raises:
+        FileNotFoundError: a local path that does not exist, or neither a local folder nor a reachable Hub repo.
+    """
+    with local_or_hub(spec.dataset, "--masks") as where:
+        if spec.dataset.startswith("~"):
+            spec = MaskSpec(str(where), spec.config, spec.split)  # datasets does not expand ~
+        if spec.config is not None:
+            return spec
+        import datasets
+
+        try:
+            builder = datasets.load_dataset_builder(spec.dataset, cache_dir=cache_dir)
+        except (FileNotFoundError, ValueError) as error:
+            raise FileNotFoundError(f"cannot open the mask dataset {spec.dataset!r}: {error}") from error
     return MaskSpec(spec.dataset, builder.config.name, spec.split)
 
 
@@ -138,6 +146,7 @@ def load_mask_source(spec: MaskSpec, num_classes: int, image_size: int, cache_di
     """Load and check one split of a mask dataset, and index its masks at ``image_size``.
 
     Raises:
+        FileNotFoundError: a local path that does not exist, or neither a local folder nor a reachable Hub repo.
         ValueError: the split cannot be loaded or is empty, it has no ``mask`` column, or its masks do not carry
             the model's classes (labels out of range, or no lungs).
     """
@@ -147,7 +156,8 @@ def load_mask_source(spec: MaskSpec, num_classes: int, image_size: int, cache_di
 
     spec = resolve_config(spec, cache_dir)
     check_config_classes(spec.config, num_classes)
-    dataset = load_slice_dataset(spec.dataset, [spec.config], spec.split, cache_dir)
+    with local_or_hub(spec.dataset, "--masks"):
+        dataset = load_slice_dataset(spec.dataset, [spec.config], spec.split, cache_dir)
     if "mask" not in dataset.column_names:
         raise ValueError(f"the mask dataset {spec} has no 'mask' column (it has {dataset.column_names})")
     if len(dataset) == 0:
