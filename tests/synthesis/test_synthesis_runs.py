@@ -117,6 +117,35 @@ def test_a_sigkilled_run_resumes_without_duplicates_or_gaps(reference_run, input
     assert again.batches == [] and rows_of(output) == rows_of(reference_run)
 
 
+def test_a_run_resumes_with_its_inputs_spelled_another_way_from_another_folder(inputs, tmp_path, monkeypatch):
+    """Started with relative paths, resumed with absolute ones or from another folder: the same run, because the
+    checkpoint and the masks are compared by content, and every row names them as the first launch did."""
+    import os
+
+    import pyarrow.parquet as pq
+    from synthesis_support import synthesize_argv
+
+    first, other = tmp_path / "first", tmp_path / "other" / "folder"
+    first.mkdir()
+    other.mkdir(parents=True)
+    output = first / "out"
+
+    def argv(spell) -> list[str]:
+        return synthesize_argv(spell(inputs.checkpoint), f"{spell(inputs.masks)}:healthy", spell(output), inputs.cache,
+                               num_images=4, batch_size=2, steps=1)
+
+    monkeypatch.chdir(first)
+    assert run_in_process(argv(lambda p: os.path.relpath(p, first))).batches == [0, 1]
+    made = pq.read_table(output / "shards" / "batch-000001.parquet").to_pylist()
+    assert made[0]["checkpoint"] == os.path.relpath(inputs.checkpoint, first)
+
+    monkeypatch.chdir(other)
+    for spell in (str, lambda p: os.path.relpath(p, other)):  # absolute, then relative to another folder
+        (output / "shards" / "batch-000001.parquet").unlink()
+        assert run_in_process(argv(spell)).batches == [1]
+        assert pq.read_table(output / "shards" / "batch-000001.parquet").to_pylist() == made
+
+
 def test_a_seven_class_model_places_benign_and_malignant_nodules(inputs, tmp_path):
     output = tmp_path / "out"
     run_in_process(

@@ -24,6 +24,7 @@ from .card import write_dataset_card
 from .checkpoint import CheckpointRef, load_pipeline, resolve_checkpoint
 from .dataset_files import (
     CONTACT_SHEET,
+    SETTINGS_FILE,
     finished_batches,
     merge_shards,
     output_features,
@@ -79,11 +80,15 @@ def synthesize(request: SynthesisRequest, log=print) -> SynthesisResult:
     features = output_features(source.dataset.features)
     output = Path(request.output)
 
-    def start() -> str:
+    def start() -> tuple[SynthesisSettings, str]:
         prepare_output_folder(output, settings)
-        return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        # The folder's own settings: on a resume they name the inputs as the first launch spelled them (./sdm
+        # rather than /home/me/sdm), so that every row of the run says the same.
+        stored = SynthesisSettings.from_json((output / SETTINGS_FILE).read_text())
+        return stored, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
-    launch = on_main_process(accelerator, start)
+    settings, launch = on_main_process(accelerator, start)
+    source.spec = MaskSpec(settings.masks_dataset, settings.masks_config, settings.masks_split)
     done = finished_batches(output, settings)
     pending = sorted(set(range(settings.num_batches)) - set(done))
     accelerator.wait_for_everyone()  # all have listed the pending batches before any is written
@@ -129,6 +134,7 @@ def resolve_settings(request: SynthesisRequest, checkpoint: CheckpointRef, pipe,
         pipeline=checkpoint.name,
         pipeline_revision=checkpoint.revision,
         weights_sha256=checkpoint.weights_sha256,
+        configs_sha256=checkpoint.configs_sha256,
         image_size=unet.sample_size,
         num_classes=unet.num_classes,
         masks_dataset=source.spec.dataset,

@@ -4,7 +4,8 @@ No heavy imports here, so that ``lung-diffusers --help`` stays quick.
 
 The settings are stored as ``synthesis_settings.json`` in the output folder when a run starts. A rerun into the
 same folder must resolve to the same settings (it then resumes); anything else is refused, because its shards
-would mix two runs.
+would mix two runs. The checkpoint and the masks are compared by content (their hashes), not by how their paths
+are spelled: ``./sdm`` and ``/home/me/sdm``, or a relative path given from another folder, are the same inputs.
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ class SynthesisSettings:
             commit it resolved to.
         weights_sha256: sha256 of the checkpoint's weights file (of a manifest when there are several; see
             :func:`~lung_diffusers.synthesis.checkpoint.weights_sha256`).
+        configs_sha256: sha256 of the checkpoint's configs (``model_index.json`` and its components' configs; see
+            :func:`~lung_diffusers.synthesis.checkpoint.configs_sha256`). None in settings files written before it
+            was recorded.
         image_size, num_classes: the U-Net's; masks are resized to ``image_size``.
         masks_dataset, masks_config, masks_split: where the masks come from (the config resolved when not given).
         masks_rows, masks_sha256: the split's row count and a hash of its masks and ids.
@@ -141,6 +145,7 @@ class SynthesisSettings:
     torch_threads: int
     dtype: str = "float32"
     format_version: int = FORMAT_VERSION
+    configs_sha256: str | None = None
 
     @property
     def num_batches(self) -> int:
@@ -166,6 +171,16 @@ class SynthesisSettings:
         return cls(**values)
 
     def differences(self, other: SynthesisSettings) -> list[str]:
-        """Names of the settings that differ from ``other``'s."""
+        """Names of the settings that differ from ``other``'s, where a difference changes the rows.
+
+        A local checkpoint folder (no Hub revision) and the masks are the same inputs when their content is, which
+        ``weights_sha256``, ``configs_sha256`` and ``masks_sha256`` (with the rows, config and split) decide: how
+        their paths were spelled is not compared. A Hub checkpoint is its repo id at its commit.
+        """
         mine, theirs = asdict(self), asdict(other)
-        return [name for name in mine if mine[name] != theirs.get(name)]
+        ignored = {"masks_dataset"}
+        if self.pipeline_revision is None and other.pipeline_revision is None:
+            ignored.add("pipeline")
+        if None in (self.configs_sha256, other.configs_sha256):
+            ignored.add("configs_sha256")  # not recorded by older versions: the weights' hash still decides
+        return [name for name in mine if name not in ignored and mine[name] != theirs.get(name)]
