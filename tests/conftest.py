@@ -1,5 +1,22 @@
 import os
+import sys
 from pathlib import Path
+
+# The suite behaves the same whatever the user's Hugging Face settings: it never reaches a hub, and the progress
+# bars of datasets and huggingface_hub are left to the code under test (their HF_*_DISABLE_PROGRESS_BARS variables
+# override the code's own enable/disable calls). Both libraries read these variables when imported, so they are set
+# before anything imports them; the tests' subprocesses inherit them.
+FORCED_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+CLEARED_ENVIRONMENT = ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS")
+os.environ.update(FORCED_ENVIRONMENT)
+for _name in CLEARED_ENVIRONMENT:
+    os.environ.pop(_name, None)
+_imported_early = [name for name in ("huggingface_hub", "datasets") if name in sys.modules]
+if _imported_early:
+    raise RuntimeError(
+        f"{' and '.join(_imported_early)} was imported before tests/conftest.py set the test environment, so it "
+        "kept the user's settings (a pytest plugin importing it?); disable that plugin with -p no:NAME"
+    )
 
 # One thread per test process: pytest-xdist runs one worker per core, and oversubscribed OpenMP threads
 # spin-wait (a tiny model ran ~50x slower with 2 threads on 2 busy cores). Set before torch starts.
@@ -11,11 +28,6 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-# Tests must never reach a hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def shared_root() -> Path:
