@@ -94,3 +94,32 @@ def test_current_directory_and_file_paths(tmp_path, monkeypatch):
     with pytest.raises(NotADirectoryError, match="is a file"):
         with atomic_directory("notes.txt"):
             pass
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield 0o027
+    os.umask(old)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the umask from Linux's /proc")
+def test_the_umask_is_read_without_being_changed(umask_027, monkeypatch, tmp_path):
+    # Setting the umask, even for an instant, would change the files other threads of a server create then.
+    def no_umask_calls(mask):
+        raise AssertionError(f"os.umask({mask:#o}) was called")
+
+    monkeypatch.setattr(atomic_write.os, "umask", no_umask_calls)
+    assert atomic_write._current_umask() == umask_027
+    with atomic_write.atomic_file(tmp_path / "a.txt") as tmp:
+        tmp.write_text("x")
+    with atomic_directory(tmp_path / "folder") as staging:
+        (staging / "b.txt").write_text("y")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o750
+
+
+def test_without_proc_the_umask_is_read_and_restored(umask_027, monkeypatch, tmp_path):
+    monkeypatch.setattr(atomic_write, "_PROC_STATUS", str(tmp_path / "no-proc"))
+    assert atomic_write._current_umask() == umask_027
+    assert os.umask(umask_027) == umask_027  # left as it was

@@ -32,6 +32,7 @@ from lung_diffusers import LungRePaintPipeline, LungSDMPipeline, save_synthetic_
 from lung_diffusers.data.ct_io import window_hu
 from lung_diffusers.inpainting import insert_nodule, remove_nodule
 from lung_diffusers.pipelines.pipeline_lung_repaint import REPAINT_PRESETS
+from lung_diffusers.sources import local_or_hub
 from lung_diffusers.training.fidelity import lung_dice
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -130,15 +131,40 @@ def make_scheduler(name: str, config):
     return getattr(diffusers, SCHEDULERS[name]).from_config(config)
 
 
+_cleanup_lock = threading.Lock()
+
+
 def fresh_output_dir() -> Path:
     """A new folder for one request's downloads; folders of earlier requests older than an hour are removed."""
     root = Path(tempfile.gettempdir()) / "lung-space-outputs"
     root.mkdir(exist_ok=True)
-    now = time.time()
-    for old in root.iterdir():
-        if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
-            shutil.rmtree(old, ignore_errors=True)
+    remove_old_output_dirs(root, OUTPUT_MAX_AGE_S)
     return Path(tempfile.mkdtemp(dir=root))
+
+
+def remove_old_output_dirs(root: Path, max_age_s: float) -> None:
+    """Delete the entries of ``root`` older than ``max_age_s``; never fails a request.
+
+    One thread cleans at a time (the others skip: it is the same work). Another process (a second worker on the
+    same /tmp) may still remove an entry between listing and removal, so a vanished entry is simply skipped.
+    """
+    if not _cleanup_lock.acquire(blocking=False):
+        return
+    try:
+        now = time.time()
+        with os.scandir(root) as entries:
+            for entry in entries:
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime <= max_age_s:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+    finally:
+        _cleanup_lock.release()
 
 
 class ModelService:
@@ -146,9 +172,13 @@ class ModelService:
 
     def __init__(self, sdm_source: str, prior_source: str | None):
         self.sdm_source, self.prior_source = sdm_source, prior_source
-        self.sdm = LungSDMPipeline.from_pretrained(sdm_source)
+        with local_or_hub(sdm_source, PIPELINE_ENV) as where:
+            self.sdm = LungSDMPipeline.from_pretrained(where)
         self.sdm.unet.eval()
-        self.prior = LungRePaintPipeline.from_pretrained(prior_source) if prior_source else None
+        self.prior = None
+        if prior_source:
+            with local_or_hub(prior_source, PRIOR_ENV) as where:
+                self.prior = LungRePaintPipeline.from_pretrained(where)
         if self.prior is not None:
             self.prior.unet.eval()
         self.num_classes = int(self.sdm.unet.config.num_classes)

@@ -20,8 +20,24 @@ from pathlib import Path
 _STAGED_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp(\.[^.]+)*$")
 
 
+# Where Linux shows the process's umask; reading it leaves the umask alone.
+_PROC_STATUS = "/proc/self/status"
+
+
 def _current_umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it where the OS allows.
+
+    ``os.umask`` can only read the mask by setting another: for that instant it applies to every file any thread
+    creates, which in a threaded server (the Space) would give another request's files the wrong permissions.
+    """
+    try:
+        with open(_PROC_STATUS) as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # no /proc (macOS, Windows): set-and-restore, with a private mask for that instant
     os.umask(mask)
     return mask
 

@@ -183,3 +183,57 @@ def test_models_come_from_the_environment_or_the_bundled_folders(monkeypatch, tm
     examples = load_examples(found)
     assert set(examples) == {"healthy", "nodule"} and examples["nodule"][1] == 5.625
     assert load_examples(str(tmp_path)) == {}  # a pipeline without examples: the blank mask remains
+
+
+def make_stale_output_dirs(root, count: int, files: int = 3) -> list:
+    """``count`` download folders, each with a few files, last changed over an hour ago."""
+    import os
+    import time
+
+    old = time.time() - model_service.OUTPUT_MAX_AGE_S - 60
+    folders = []
+    for k in range(count):
+        folder = root / f"stale-{k}"
+        folder.mkdir(parents=True)
+        for n in range(files):
+            (folder / f"synthetic_{n}.png").write_bytes(b"old")
+        os.utime(folder, (old, old))
+        folders.append(folder)
+    return folders
+
+
+def test_concurrent_requests_clean_old_download_folders_without_errors(monkeypatch, tmp_path):
+    # Requests that clean the output root at the same moment must not trip over a folder another one just removed.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    root = tmp_path / "lung-space-outputs"
+    errors, made = [], []
+
+    def request(start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            made.append(model_service.fresh_output_dir())
+        except Exception as error:  # noqa: BLE001 (counted and reported)
+            errors.append(repr(error))
+
+    for _ in range(2):
+        make_stale_output_dirs(root, 100, files=2)
+        start = threading.Barrier(8)
+        threads = [threading.Thread(target=request, args=(start,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    assert sorted(root.iterdir()) == sorted(made)  # every old folder gone, every new one kept
+
+
+def test_a_missing_pipeline_folder_is_said_not_to_exist(monkeypatch, tmp_path):
+    from lung_space.model_service import ModelService
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"^LUNG_SPACE_PIPELINE ./nopipe: {tmp_path}/nopipe does not exist$"):
+        ModelService("./nopipe", None)
+    with pytest.raises(FileNotFoundError, match="^LUNG_SPACE_PIPELINE someone/nopipe: neither a local folder nor a"):
+        ModelService("someone/nopipe", None)

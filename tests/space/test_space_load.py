@@ -1,16 +1,19 @@
 """The load figure: 10 gradio_client users ask the served Space for an image at the same moment.
 
 The queue runs at most LUNG_SPACE_CONCURRENCY (2) jobs at once, so every user gets an image, none errors, and the
-server's memory stays bounded. The test measures wall time, each user's latency and the server's resident memory,
+server's memory stays bounded. Old download folders wait in the Space's output root, as on a Space that has been up
+for over an hour: the requests clean them up side by side, and none may lose its image to that. The test measures wall time, each user's latency and the server's resident memory,
 prints the figure (``pytest -s``) and repeats it as a warning, so ``make test`` shows it too. A plain UserWarning:
 pytest-xdist's controller imports a warning's class by module name, and a class defined here crashes it.
 """
 
 import os
 import statistics
+import tempfile
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -24,6 +27,19 @@ USERS = 10
 STEPS = 10  # DPM-Solver++, 1 image of 64 px each
 WALL_LIMIT_S = 150  # generous for a loaded 2-core machine; typically well under a minute
 MEMORY_GROWTH_LIMIT_MIB = 1024
+STALE_FOLDERS = 300  # issue #15: with old folders to clean, 1 of 8 concurrent requests failed
+
+
+def make_stale_output_dirs(count: int) -> list[Path]:
+    """Old download folders in the served Space's output root (it shares this process's temporary folder)."""
+    root = Path(tempfile.gettempdir()) / "lung-space-outputs"
+    root.mkdir(exist_ok=True)
+    old = time.time() - 2 * 3600  # model_service removes folders older than an hour
+    folders = [Path(tempfile.mkdtemp(dir=root, prefix="stale-")) for _ in range(count)]
+    for folder in folders:
+        (folder / "synthetic.png").write_bytes(b"old")
+        os.utime(folder, (old, old))
+    return folders
 
 
 def test_ten_concurrent_users_all_get_images_with_bounded_memory(space_server, client, tmp_path):
@@ -33,6 +49,7 @@ def test_ten_concurrent_users_all_get_images_with_bounded_memory(space_server, c
     editor, _, _ = client.predict("nodule", api_name="/load_example")
     mask = editor_input(editor["composite"])
     users = [Client(space_server.url, verbose=False, download_files=str(tmp_path / f"user{k}")) for k in range(USERS)]
+    stale = make_stale_output_dirs(STALE_FOLDERS)
 
     baseline = server.memory_info().rss
     peak = [baseline]
@@ -68,7 +85,8 @@ def test_ten_concurrent_users_all_get_images_with_bounded_memory(space_server, c
     growth_mib = (peak[0] - baseline) / 2**20
     figure = (
         f"Space load: {USERS} concurrent gradio_client users, /generate DPM-Solver++ {STEPS} steps, 64 px, "
-        f"queue concurrency limit 2 (the default): {len(results)}/{USERS} got an image, "
+        f"queue concurrency limit 2 (the default), {STALE_FOLDERS} old download folders to clean up: "
+        f"{len(results)}/{USERS} got an image, "
         f"{len(errors)} errors; all done in {wall:.1f} s (first image after {min(latencies, default=0):.1f} s, "
         f"median {statistics.median(latencies) if latencies else 0:.1f} s, last {max(latencies, default=0):.1f} s); "
         f"server memory {baseline / 2**20:.0f} MiB before, peak {peak[0] / 2**20:.0f} MiB (+{growth_mib:.0f} MiB); "
@@ -79,6 +97,7 @@ def test_ten_concurrent_users_all_get_images_with_bounded_memory(space_server, c
 
     assert not errors, errors
     assert len(results) == USERS
+    assert not any(folder.exists() for folder in stale)  # the requests did clean them up
     for k, (gallery, overlay, files, status) in sorted(results.items()):
         assert len(gallery) == 1 and f"seed {k}" in gallery[0]["caption"] and "1 synthetic slice(s)" in status
         for shown in (gallery[0]["image"], overlay):
