@@ -158,10 +158,10 @@ def remove_old_output_dirs(root: Path, max_age_s: float) -> None:
                     if now - entry.stat(follow_symlinks=False).st_mtime <= max_age_s:
                         continue
                     if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path)
+                        shutil.rmtree(entry.path, ignore_errors=True)  # its files too may vanish meanwhile
                     else:
                         os.unlink(entry.path)
-                except FileNotFoundError:
+                except OSError:  # removed meanwhile, or not ours to remove: either way not this request's failure
                     continue
     finally:
         _cleanup_lock.release()
