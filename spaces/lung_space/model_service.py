@@ -30,10 +30,10 @@ import torch
 
 from lung_diffusers import LungRePaintPipeline, LungSDMPipeline, save_synthetic_nifti, save_synthetic_png
 from lung_diffusers.data.ct_io import window_hu
+from lung_diffusers.evaluation.fidelity import lung_dice
 from lung_diffusers.inpainting import insert_nodule, remove_nodule
 from lung_diffusers.pipelines.pipeline_lung_repaint import REPAINT_PRESETS
 from lung_diffusers.sources import local_or_hub
-from lung_diffusers.training.fidelity import lung_dice
 
 APP_DIR = Path(__file__).resolve().parents[1]
 PIPELINE_ENV, PRIOR_ENV = "LUNG_SPACE_PIPELINE", "LUNG_SPACE_PRIOR"

@@ -12,6 +12,8 @@ Modules, in the order the recipe uses them:
 - :mod:`.splits`: patient-level train/test split.
 - :mod:`.dataset_layout`: the files and columns of a prepared dataset, its settings and per-scan records.
 - :mod:`.luna16_dataset`: the whole job, resumable, writing Parquet shards.
+- :mod:`.slice_dataset`: a prepared dataset as the models read it (loading, checks, classes per config), for
+  training, synthesis and the evaluations.
 - :mod:`.dataset_card`, :mod:`.contact_sheet`: the dataset card and a preview image.
 
 Class ids, names and the HU window live in :mod:`lung_diffusers.labels`. Names are imported on first
@@ -47,6 +49,9 @@ _EXPORTS = {
     "read_series_records": ".dataset_layout",
     "prepare_luna16_dataset": ".luna16_dataset",
     "push_dataset_to_hub": ".luna16_dataset",
+    "load_slice_dataset": ".slice_dataset",
+    "check_slice_dataset": ".slice_dataset",
+    "num_classes_for_configs": ".slice_dataset",
     "mask_to_rgb": ".contact_sheet",
     "overlay_mask": ".contact_sheet",
     "write_contact_sheet": ".contact_sheet",

@@ -7,7 +7,6 @@ Modules:
 - :mod:`.nodule_insertion`: :func:`insert_nodule`, a nodule (benign / malignant with a 7-class SDM) put into a slice.
 - :mod:`.nodule_edit`: :class:`NoduleEdit`, the result of either, and the mask handling they share.
 - :mod:`.anomaly_maps`: mask-free anomaly maps, AnoDDPM-style (partial noising, denoising with the prior).
-- :mod:`.anomaly_evaluation`: pixel AUROC and Dice of anomaly maps, the threshold picked on training patients.
 - :mod:`.synthetic_nodules`: simple nodules painted into healthy slices at known places (ground truth).
 - :mod:`.evaluation_slices`: the held-out and training slices of the evaluations, with real or synthetic nodules.
 - :mod:`.difference_maps`: Listing 6's quantile clipping and the difference / uncertainty maps.
@@ -16,7 +15,9 @@ Modules:
 - :mod:`.settings`: default dilations, noise level and the recipe's slice size.
 - :mod:`.commands`: the ``remove-nodule``, ``insert-nodule`` and ``anomaly-map`` subcommands of ``lung-diffusers``.
 
-Module 3, the prior-aware segmentation U-Net, is :mod:`lung_diffusers.segmentation`. The pipeline itself is :class:`lung_diffusers.LungRePaintPipeline`. Names are imported on first use.
+Pixel AUROC and Dice of anomaly maps (the threshold picked on training patients) are
+:mod:`lung_diffusers.evaluation.anomaly_scores`, still exported here. Module 3, the prior-aware segmentation U-Net,
+is :mod:`lung_diffusers.segmentation`. The pipeline itself is :class:`lung_diffusers.LungRePaintPipeline`. Names are imported on first use.
 """
 
 from .._lazy import lazy_exports
@@ -32,12 +33,12 @@ _EXPORTS = {
     "AnomalyMap": ".anomaly_maps",
     "anomaly_map": ".anomaly_maps",
     "reconstruct_from_noise_level": ".anomaly_maps",
-    "DiceThreshold": ".anomaly_evaluation",
-    "pixel_auroc": ".anomaly_evaluation",
-    "dice_curve": ".anomaly_evaluation",
-    "best_dice_threshold": ".anomaly_evaluation",
-    "dice_at_threshold": ".anomaly_evaluation",
-    "dice_score": ".anomaly_evaluation",
+    "DiceThreshold": "..evaluation.anomaly_scores",
+    "pixel_auroc": "..evaluation.anomaly_scores",
+    "dice_curve": "..evaluation.anomaly_scores",
+    "best_dice_threshold": "..evaluation.anomaly_scores",
+    "dice_at_threshold": "..evaluation.anomaly_scores",
+    "dice_score": "..evaluation.overlap",
     "SyntheticNodule": ".synthetic_nodules",
     "place_synthetic_nodule": ".synthetic_nodules",
     "difference_map": ".difference_maps",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ..labels import NODULE
+from ..ct import NODULE
 from .synthetic_nodules import DEFAULT_DIAMETER_MM, DEFAULT_NODULE_HU, nodule_fits, place_synthetic_nodule
 
 

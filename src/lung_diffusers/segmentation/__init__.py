@@ -6,9 +6,9 @@ Modules:
 
 - :mod:`.prior_net`: the two U-Nets (MONAI ``BasicUNet``), their inputs, prediction, saving and loading.
 - :mod:`.priors`: anomaly-map priors of many slices, cached on disk so an interrupted run does not redo them.
-- :mod:`.metrics`: per-image Dice and IoU, bootstrap confidence intervals over test images.
 
-MONAI comes with the ``train`` extra (``pip install "lung-diffusers[train]"``). Names are imported on first use.
+Per-image Dice and IoU and their bootstrap intervals over test images are :mod:`lung_diffusers.evaluation`
+(still exported here). MONAI comes with the ``train`` extra (``pip install "lung-diffusers[train]"``). Names are imported on first use.
 """
 
 from .._lazy import lazy_exports
@@ -23,9 +23,9 @@ _EXPORTS = {
     "save_segmentation_unet": ".prior_net",
     "load_segmentation_unet": ".prior_net",
     "anomaly_priors": ".priors",
-    "dice_and_iou": ".metrics",
-    "bootstrap_interval": ".metrics",
-    "paired_bootstrap_interval": ".metrics",
+    "dice_and_iou": "..evaluation.overlap",
+    "bootstrap_interval": "..evaluation.bootstrap",
+    "paired_bootstrap_interval": "..evaluation.bootstrap",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -73,7 +73,7 @@ class MaskSource:
         diameters = _diameters(self.dataset)
         if diameters.size or self.spec.config is None:
             return diameters
-        from ..training.slice_data import load_slice_dataset
+        from ..data.slice_dataset import load_slice_dataset
 
         for config in _SIZE_CONFIGS.get(num_classes, ()):
             if config == self.spec.config:
@@ -152,7 +152,7 @@ def load_mask_source(spec: MaskSpec, num_classes: int, image_size: int, cache_di
     """
     import datasets
 
-    from ..training.slice_data import load_slice_dataset
+    from ..data.slice_dataset import load_slice_dataset
 
     spec = resolve_config(spec, cache_dir)
     check_config_classes(spec.config, num_classes)

@@ -68,7 +68,7 @@ def rebuild_label_map(row: dict, cache_dir: str | None = None) -> np.ndarray:
     """The row's label map made again from the source dataset (``source_mask``) and the ``edit``."""
     import datasets
 
-    from ..training.slice_data import load_slice_dataset
+    from ..data.slice_dataset import load_slice_dataset
 
     source = row["source_mask"]
     split = load_slice_dataset(source["dataset"], [source["config"]], source["split"], cache_dir)

@@ -1,0 +1,46 @@
+"""How good a model is: the figures every evaluation reports, with one definition each.
+
+Modules:
+
+- :mod:`.fidelity`: synthetic slices against their label maps: lung Dice, median HU per region, the targets.
+- :mod:`.fidelity_report`: those figures over a set of masks, as ``fidelity.json`` (the model card's table),
+  the per-image CSV and the real | mask | synthetic grid.
+- :mod:`.overlap`: Dice and IoU of two masks.
+- :mod:`.bootstrap`: the mean of per-image scores with a percentile bootstrap interval (paired for two models).
+- :mod:`.anomaly_scores`: anomaly maps against known lesions: pixel AUROC, the Dice threshold picked on
+  training patients and the Dice it gives elsewhere.
+- :mod:`.report_json`: :func:`json_ready`, numpy figures and NaNs made JSON-ready.
+
+The scripts that run them are ``training/evaluate_fidelity.py`` (fidelity), ``training/evaluate_anomaly_maps.py``
+(anomaly maps) and ``training/train_prior_segmentation.py`` (Dice / IoU with intervals). A new metric goes in the
+module of what it measures (or a new, small one named for it), with an export here and a test on known answers.
+
+Plain numpy and SciPy: the package needs none of the optional extras. Names are imported on first use.
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "lung_dice": ".fidelity",
+    "slice_fidelity": ".fidelity",
+    "soft_tissue_margin_px": ".fidelity",
+    "mid_chest": ".fidelity",
+    "mean_over_images": ".fidelity",
+    "targets_met": ".fidelity",
+    "dice_score": ".overlap",
+    "dice_and_iou": ".overlap",
+    "Interval": ".bootstrap",
+    "bootstrap_interval": ".bootstrap",
+    "paired_bootstrap_interval": ".bootstrap",
+    "DiceThreshold": ".anomaly_scores",
+    "pixel_auroc": ".anomaly_scores",
+    "dice_curve": ".anomaly_scores",
+    "best_dice_threshold": ".anomaly_scores",
+    "dice_at_threshold": ".anomaly_scores",
+    "lesion_prediction": ".anomaly_scores",
+    "json_ready": ".report_json",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
