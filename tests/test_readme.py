@@ -92,13 +92,15 @@ def test_every_readme_block_is_run_or_marked():
     assert {b.language for b in run} == set(RUN_LANGUAGES)
 
 
-def test_the_rule_catches_an_unmarked_block_and_a_stray_marker():
+def test_the_rule_catches_an_unmarked_block_a_stray_marker_and_a_command_it_cannot_run(monkeypatch):
     text = "```bash\nls\n```\n<!-- not run in tests: slow -->\n```bash\nmake\n```\n```text\nout\n```\n"
     text += "<!-- not run in tests: drifted -->\n\n```yaml\na: 1\n```\n"
     assert [b.not_run for b in readme_blocks(text)] == [None, "slow", None, None]
     problems = unaccounted_blocks(text)
     assert [p.split(":")[0] for p in problems] == ["line 8", "line 13", "line 11"]  # text and yaml; the drifted marker
     assert "```text block is not run" in problems[0] and "a marker must be" in problems[2]
+    with pytest.raises(ValueError, match="cannot run 'make': mark its block"):
+        run_command(["make", "demo"], monkeypatch)
 
 
 # ---------------------------------------------------------------------------------------------- running them
@@ -138,7 +140,7 @@ def run_command(words: list[str], monkeypatch) -> None:
     elif program == "python":
         argv, call = args, lambda: runpy.run_path(args[0], run_name="__main__")
     else:
-        pytest.fail(f"the README test cannot run {program!r}: mark its block <!-- not run in tests: reason -->")
+        raise ValueError(f"the README test cannot run {program!r}: mark its block <!-- not run in tests: reason -->")
     monkeypatch.setattr(sys, "argv", argv)
     try:
         call()
@@ -178,9 +180,9 @@ def test_readme_blocks_run(tmp_path, monkeypatch, capsys, shared_dir):
         if block.not_run is None:
             try:
                 run_block(block, monkeypatch, used, namespaces, ran)
-            except BaseException as error:
-                error.add_note(f"in the README's {block.language} block at line {block.line}")
-                raise
+            except Exception as error:
+                where = f"the README's {block.language} block at line {block.line}"
+                raise AssertionError(f"{where}: {type(error).__name__}: {error}") from error
     stale = set(FAST_PYTHON) | {"repaint steps", "anomaly steps", "synthesis images", "recipe scans"}
     assert not stale - set(used), f"these speed-ups no longer match the README: {sorted(stale - set(used))}"
 
