@@ -41,23 +41,22 @@ def test_push_to_hub_uploads_safetensors_configs_and_a_synthetic_model_card(tmp_
     uploaded = tmp_path / "uploaded"
     calls = {}
 
-    def fake_create_repo(repo_id, **kwargs):
+    def fake_create_repo(self, repo_id, **kwargs):
         calls["create_repo"] = (repo_id, kwargs)
         return type("RepoUrl", (), {"repo_id": repo_id})()
 
-    def fake_upload_folder(*, repo_id, folder_path, **kwargs):
+    def fake_upload_folder(self, *, repo_id, folder_path, **kwargs):
         import shutil
 
         calls["upload_folder"] = (repo_id, kwargs)
         shutil.copytree(folder_path, uploaded)
         return f"https://huggingface.co/{repo_id}/commit/fake"
 
-    import diffusers.utils.hub_utils
+    from huggingface_hub import HfApi
 
-    import lung_diffusers.pipelines.pipeline_lung_sdm as pipeline_module
-
-    monkeypatch.setattr(pipeline_module, "create_repo", fake_create_repo)
-    monkeypatch.setattr(diffusers.utils.hub_utils, "upload_folder", fake_upload_folder)
+    # Every push goes through lung_diffusers.hub, which uploads with HfApi.
+    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
 
     tiny_pipe.push_to_hub("someone/lung-sdm-test", private=True)
     assert calls["create_repo"][0] == "someone/lung-sdm-test" and calls["create_repo"][1]["private"] is True

@@ -22,7 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel
 from lung_diffusers.models import SemanticUNet2DOutput
-from lung_diffusers.pipelines import scheduler_uses_learned_variance
+from lung_diffusers.learned_variance import scheduler_reads_learned_variance
 
 STEPS = 8
 
@@ -103,11 +103,11 @@ def test_every_scheduler_runs_a_real_model_with_guidance(tiny_pipe, reference_la
 
 
 def test_only_ddpm_receives_the_variance_channels(tiny_pipe):
-    assert scheduler_uses_learned_variance(tiny_pipe.scheduler)
+    assert scheduler_reads_learned_variance(tiny_pipe.scheduler)
     # DPMSolver inherits variance_type="learned_range" from the DDPM config and would slice [:, :3] (RGB).
     dpm = DPMSolverMultistepScheduler.from_config(tiny_pipe.scheduler.config)
-    assert dpm.config.variance_type == "learned_range" and not scheduler_uses_learned_variance(dpm)
-    assert not scheduler_uses_learned_variance(DDPMScheduler(variance_type="fixed_small"))
+    assert dpm.config.variance_type == "learned_range" and not scheduler_reads_learned_variance(dpm)
+    assert not scheduler_reads_learned_variance(DDPMScheduler(variance_type="fixed_small"))
 
 
 def manual_guided_ddpm(unet, labels, guidance_scale, steps, seed):
@@ -507,7 +507,7 @@ def test_a_guidance_scale_above_the_spaces_maximum_is_warned_about(tiny_pipe, re
         ("dpm", TypeError, r"got 'dpm' \(names such as 'dpm' are the command line's --scheduler choices\)"),
         (DDIMScheduler, TypeError, r"instance, got the class DDIMScheduler.*DDIMScheduler\.from_config"),
         (None, TypeError, "a diffusers scheduler instance, got None"),
-        (LCMScheduler(), ValueError, r"LCMScheduler cannot sample .*DDIMScheduler, DDPMScheduler"),
+        (LCMScheduler(), ValueError, r"LCMScheduler cannot sample .*DDIMScheduler.*DDPMScheduler"),
         (FlowMatchEulerDiscreteScheduler(), ValueError, "FlowMatchEulerDiscreteScheduler cannot sample"),
     ],
     ids=["name", "class", "none", "lcm", "flow-matching"],
@@ -522,13 +522,20 @@ def test_schedulers_are_checked_when_assigned(tiny_pipe, value, error, message):
 
 
 def test_every_command_line_scheduler_is_accepted_and_loading_still_works(tiny_pipe, tmp_path):
-    from lung_diffusers.synthesis.schedulers import SCHEDULER_CLASSES, make_scheduler
+    from lung_diffusers.scheduler_registry import get_entry, make_scheduler, scheduler_names
 
-    for class_name in SCHEDULER_CLASSES.values():
-        tiny_pipe.scheduler = make_scheduler(class_name, tiny_pipe.scheduler.config)
-        assert type(tiny_pipe.scheduler).__name__ == class_name
+    for name in scheduler_names():
+        tiny_pipe.scheduler = make_scheduler(name, tiny_pipe.scheduler.config)
+        assert type(tiny_pipe.scheduler).__name__ == get_entry(name).class_name
     tiny_pipe.scheduler = DDIMScheduler.from_config(tiny_pipe.scheduler.config)
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     loaded = LungSDMPipeline.from_pretrained(tmp_path / "pipe")
     assert isinstance(loaded.scheduler, DDIMScheduler) and loaded.config.scheduler[1] == "DDIMScheduler"
     assert isinstance(LungSDMPipeline(**loaded.components).scheduler, DDIMScheduler)
+
+
+def test_the_old_learned_variance_helper_still_works_and_warns(tiny_pipe):
+    from lung_diffusers.pipelines import scheduler_uses_learned_variance
+
+    with pytest.warns(FutureWarning, match="scheduler_reads_learned_variance"):
+        assert scheduler_uses_learned_variance(tiny_pipe.scheduler)

@@ -13,7 +13,6 @@ against the plain scheduler API so that :class:`~diffusers.DDPMScheduler` (with 
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,19 +21,17 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, RePaintScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, RePaintScheduler, UNet2DModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..label_maps import as_label_tensor, scaled_labels_hint
-from ..labels import HU_WINDOW
+from ..ct import HU_WINDOW, as_label_tensor, label_names, scaled_labels_hint
+from ..hub import build_model_card
+from ..learned_variance import predicts_learned_variance
 from ..models import SemanticUNet2DModel
-from .denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
-from .noise_schedule import pin_noise_schedule
-from .pipeline_folders import check_pipeline_folder
-from .scheduler_support import REPAINT_SCHEDULERS, check_scheduler
-from .synthetic_output import check_output_type, postprocess_samples
+from .lung_pipeline import LungDiffusionPipeline
+from .synthetic_output import check_output_type
 
 SIZE_HANDLING = ("crop", "resize", "none")
 
@@ -91,8 +88,8 @@ def repaint_schedule(num_inference_steps: int, jump_length: int, jump_n_sample: 
 
 
 def model_predicts_variance(unet) -> bool:
-    """Whether the U-Net outputs learned-variance values after the noise (``out_channels == 2 * in_channels``)."""
-    return unet.config.out_channels == 2 * unet.config.in_channels
+    """Whether the U-Net outputs learned-variance values after the noise (see :mod:`lung_diffusers.learned_variance`)."""
+    return predicts_learned_variance(unet.config)
 
 
 def region_window(regenerate: np.ndarray | torch.Tensor, size: int) -> tuple[int, int]:
@@ -120,7 +117,7 @@ def region_window(regenerate: np.ndarray | torch.Tensor, size: int) -> tuple[int
     return corner[0], corner[1]
 
 
-class LungRePaintPipeline(DiffusionPipeline):
+class LungRePaintPipeline(LungDiffusionPipeline):
     r"""
     RePaint inpainting of lung CT slices: regenerate the region where ``mask_image`` is 0 and keep the rest.
 
@@ -169,7 +166,8 @@ class LungRePaintPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
-    _callback_tensor_inputs = ["latents"]
+    _repaint = True
+    _unet_classes = ("UNet2DModel", "SemanticUNet2DModel")
 
     def __init__(
         self,
@@ -178,50 +176,12 @@ class LungRePaintPipeline(DiffusionPipeline):
         hu_window: tuple[float, float] | list[float] = HU_WINDOW,
     ):
         super().__init__()
-        low, high = (float(v) for v in hu_window)
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise ValueError(f"hu_window must be two finite values (low, high) with low < high, got {hu_window}")
-        self.check_scheduler_class(scheduler)  # before register_modules, which fails on a string with an AttributeError
-        self.register_modules(unet=unet, scheduler=scheduler)
-        pin_noise_schedule(scheduler)  # so that RePaintScheduler.from_config(pipe.scheduler.config) keeps the betas
-        self.register_to_config(hu_window=[low, high])
-        self._num_timesteps = 0
-        self._interrupt = False
-
-    @staticmethod
-    def check_scheduler_class(scheduler) -> None:
-        """Refuse anything but a scheduler this pipeline can sample with; run whenever ``scheduler`` is set."""
-        check_scheduler(scheduler, REPAINT_SCHEDULERS, "run RePaint, which steps back up the noise schedule")
-
-    def __setattr__(self, name, value):
-        # register_modules (so from_pretrained) and users' `pipe.scheduler = ...` all come through here.
-        if name == "scheduler":
-            self.check_scheduler_class(value)
-        super().__setattr__(name, value)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """As diffusers' ``from_pretrained``, for a ``DDPMPipeline`` folder (the healthy prior) or a
-        ``LungSDMPipeline`` folder; a folder of another kind of pipeline is refused with a clear error."""
-        check_pipeline_folder(
-            pretrained_model_name_or_path, cls.__name__, ("UNet2DModel", "SemanticUNet2DModel"), kwargs
-        )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        self._init_pipeline(hu_window, unet=unet, scheduler=scheduler)
 
     @property
     def is_semantic(self) -> bool:
         """Whether the U-Net is an SDM, which needs a label map (``segmentation``)."""
         return isinstance(self.unet, SemanticUNet2DModel)
-
-    @property
-    def num_timesteps(self) -> int:
-        """Entries of the last call's RePaint schedule (reverse and forward steps)."""
-        return self._num_timesteps
-
-    @property
-    def interrupt(self) -> bool:
-        """Set ``pipe._interrupt = True`` from a step-end callback to skip the remaining steps."""
-        return self._interrupt
 
     @property
     def model_size(self) -> int:
@@ -470,64 +430,8 @@ class LungRePaintPipeline(DiffusionPipeline):
                 f"got a list of {len(generator)} generators for {batch} images ({image.shape[0]} inputs x "
                 f"{num_images_per_prompt} per input); pass one per image or a single one"
             )
-        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs {unknown} are not among {self._callback_tensor_inputs}"
-            )
+        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
         self.check_scheduler()
-
-    def check_scheduler(self) -> None:
-        """Refuse scheduler settings that cannot run RePaint with this U-Net (its class is checked when assigned)."""
-        scheduler = self.scheduler
-        prediction = scheduler.config.get("prediction_type", "epsilon")
-        if prediction != "epsilon":
-            raise ValueError(
-                f"the pipeline needs an epsilon-predicting model and scheduler, got prediction_type={prediction!r}"
-            )
-        variance_type = scheduler.config.get("variance_type")
-        if isinstance(scheduler, DDPMScheduler) and variance_type == "learned":
-            raise ValueError(
-                "variance_type='learned' reads the variance channel as a variance, but improved-DDPM / SDM models "
-                "predict an interpolation value in [-1, 1]: use variance_type='learned_range'"
-            )
-        if self._passes_variance() is None:
-            raise ValueError(
-                "the scheduler's variance_type='learned_range' needs a learned-variance model, but this U-Net "
-                "predicts epsilon only; use e.g. DDPMScheduler.from_config(pipe.scheduler.config, variance_type='fixed_small')"
-            )
-
-    def _passes_variance(self) -> bool | None:
-        """Whether ``scheduler.step`` gets the variance channels too (`None`: it needs them, the model has none).
-
-        Only DDPM with ``learned_range`` uses them. DDIM and RePaintScheduler get the noise half alone (diffusers'
-        RePaintPipeline passes a learned-variance model's whole output as the noise, which is wrong).
-        """
-        wants = isinstance(self.scheduler, DDPMScheduler) and self.scheduler.config.variance_type == "learned_range"
-        if wants and not model_predicts_variance(self.unet):
-            return None
-        return wants
-
-    def prepare_latents(self, shape, dtype, device, generator, latents: torch.Tensor | None) -> torch.Tensor:
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != tuple(shape):
-            raise ValueError(f"latents must have shape {tuple(shape)} for this call, got {tuple(latents.shape)}")
-        elif not torch.isfinite(latents).all():
-            raise ValueError("latents contain NaN or infinite values; pass finite Gaussian noise (randn_tensor)")
-        else:
-            latents = latents.to(device=device, dtype=dtype)
-        return latents * self.scheduler.init_noise_sigma
-
-    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict:
-        accepted = set(inspect.signature(self.scheduler.step).parameters)
-        extra = {}
-        if "generator" in accepted:
-            extra["generator"] = generator
-        if isinstance(self.scheduler, DDIMScheduler):
-            # As in LungSDMPipeline: matches guided-diffusion's DDIM, which recomputes epsilon from the clipped x0.
-            extra.update(eta=eta, use_clipped_model_output=True)
-        return extra
 
     # ------------------------------------------------------------------ sizes
 
@@ -545,7 +449,7 @@ class LungRePaintPipeline(DiffusionPipeline):
             resized = F.interpolate(image, size=(size, size), mode="area")
             regenerate = F.interpolate(1 - mask, size=(size, size), mode="area") > 0
             if labels is not None:
-                from ..data.masks import resize_label_map  # the recipe's area-weighted majority vote
+                from ..ct import resize_label_map  # the recipe's area-weighted majority vote
 
                 labels = torch.stack(
                     [torch.from_numpy(resize_label_map(m.cpu().numpy().astype(np.uint8), size)).long() for m in labels]
@@ -585,9 +489,9 @@ class LungRePaintPipeline(DiffusionPipeline):
             return self.scheduler.alphas_cumprod[timestep]
         return getattr(self.scheduler, "final_alpha_cumprod", torch.tensor(1.0))
 
-    def _model_output(self, sample, t: int, maps, features, clip_here: bool):
-        """What ``scheduler.step`` gets: epsilon (clipped when the scheduler does not clip), plus the variance
-        channels for DDPM with ``learned_range``. Also returns the SDM's mask features, computed once per call."""
+    def _model_output(self, sample, t: int, maps, features, clip_denoised: bool):
+        """What ``scheduler.step`` gets (the shared denoising step), and the SDM's mask features, computed once per
+        call."""
         model_input = self.scheduler.scale_model_input(sample, t)
         if maps is None:
             output = self.unet(model_input, t).sample
@@ -597,11 +501,7 @@ class LungRePaintPipeline(DiffusionPipeline):
             output, features = result.sample, result.segmentation_features
         else:
             output = self.unet(model_input, t, segmentation_features=features).sample
-        channels = self.unet.config.in_channels
-        epsilon, variance = output[:, :channels], output[:, channels:]
-        if clip_here:
-            epsilon = clip_denoised_epsilon(self.scheduler, sample, epsilon, t)
-        return (torch.cat([epsilon, variance], dim=1) if self._passes_variance() else epsilon), features
+        return self.scheduler_model_output(sample, output, t, clip_denoised), features
 
     def _reverse_step(self, model_output, t: int, sample, known, known_mask, generator, extra_step_kwargs):
         """x_t -> x_prev: the scheduler's step in the unknown region, the real image noised to prev in the known one
@@ -624,9 +524,6 @@ class LungRePaintPipeline(DiffusionPipeline):
         return (alpha.sqrt() * sample + (1 - alpha).sqrt() * noise).to(sample.dtype)
 
     # ------------------------------------------------------------------ outputs
-
-    def postprocess(self, samples: torch.Tensor, output_type: str):
-        return postprocess_samples(samples, output_type, self.config.hu_window)
 
     # ------------------------------------------------------------------ sampling
 
@@ -690,8 +587,9 @@ class LungRePaintPipeline(DiffusionPipeline):
         Returns:
             [`LungRePaintPipelineOutput`], or the tuple ``(images, True)``.
         """
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = self.callback_tensor_inputs(
+            callback_on_step_end, callback_on_step_end_tensor_inputs
+        )
         original = self.prepare_image(image)
         size_handling = size_handling or self.default_size_handling()
         self.check_inputs(
@@ -708,7 +606,7 @@ class LungRePaintPipeline(DiffusionPipeline):
         )
         mask = self.prepare_mask(mask_image, original)
         labels = self.prepare_segmentation(segmentation, original)
-        self._interrupt = False
+        self._guidance_scale, self._interrupt = 1.0, False
         device, dtype = self._execution_device, self.unet.dtype
 
         if num_images_per_prompt > 1:
@@ -723,7 +621,6 @@ class LungRePaintPipeline(DiffusionPipeline):
         if isinstance(self.scheduler, RePaintScheduler):
             self.scheduler.eta = eta
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        clip_here = clip_denoised and not scheduler_clips_itself(self.scheduler)
         maps = None
         if labels is not None:
             maps = F.one_hot(labels.to(device), self.unet.config.num_classes).permute(0, 3, 1, 2).to(dtype)
@@ -737,7 +634,7 @@ class LungRePaintPipeline(DiffusionPipeline):
             if self.interrupt:
                 continue
             if t < t_last:
-                model_output, features = self._model_output(sample, t, maps, features, clip_here)
+                model_output, features = self._model_output(sample, t, maps, features, clip_denoised)
                 sample = self._reverse_step(model_output, t, sample, known, known_mask, generator, extra_step_kwargs)
                 state_t = self._previous_timestep(t)
             else:
@@ -745,11 +642,7 @@ class LungRePaintPipeline(DiffusionPipeline):
                 state_t = t_last
             t_last = t
 
-            if callback_on_step_end is not None:
-                step_tensors = {"latents": sample}
-                callback_kwargs = {k: step_tensors[k] for k in callback_on_step_end_tensor_inputs}
-                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                sample = callback_outputs.pop("latents", sample)
+            sample = self.run_step_end_callback(callback_on_step_end, i, t, callback_on_step_end_tensor_inputs, sample)
 
         del features
         if corners is not None:
@@ -765,4 +658,42 @@ class LungRePaintPipeline(DiffusionPipeline):
             return (images, True)
         return LungRePaintPipelineOutput(
             images=images, regenerated_masks=regenerated, input_images=inputs, synthetic=True
+        )
+
+    # ------------------------------------------------------------------ hub
+
+    def model_card(self, repo_id: str = "path/to/pipeline", training=None, fidelity: str | None = None):
+        """The pipeline's model card: RePaint inpainting with this U-Net, and that every output is synthetic."""
+        unet = self.unet.config
+        size = self.model_size
+        if self.is_semantic:
+            kind, labels = "a Semantic Diffusion Model (inserts or edits nodules)", label_names(unet.num_classes)
+        else:
+            kind, labels = "an unconditional prior trained on healthy slices (removes nodules)", []
+        return build_model_card(
+            repo_id=repo_id,
+            title=f"{repo_id.rstrip('/').split('/')[-1]}: LungRePaintPipeline",
+            summary=(
+                f"RePaint inpainting of lung CT slices with {kind}, packaged as a diffusers pipeline by "
+                "lung-diffusers. The regenerated region is **synthetic**."
+            ),
+            pipeline_class="LungRePaintPipeline",
+            usage=(
+                f"image = torch.zeros(1, 1, {size}, {size})  # a real slice in [-1, 1]\n"
+                f"keep = torch.ones(1, 1, {size}, {size}); keep[..., 20:30, 20:30] = 0  # 0 = regenerate\n"
+                "result = pipe(image, keep, num_inference_steps=50).images[0]\n"
+                'save_synthetic_png(result, "inpainted.png")  # keeps the synthetic mark'
+            ),
+            details=[
+                ("model size", f"{size} x {size}, {unet.in_channels} channel(s)"),
+                ("learned variance", str(predicts_learned_variance(unet))),
+                ("U-Net channels", ", ".join(str(c) for c in unet.block_out_channels)),
+                ("parameters", f"{sum(p.numel() for p in self.unet.parameters()) / 1e6:.1f} M"),
+                ("scheduler", type(self.scheduler).__name__),
+                ("HU window", f"[{self.config.hu_window[0]:g}, {self.config.hu_window[1]:g}]"),
+            ],
+            labels=[(value, name.replace("_", " ")) for value, name in enumerate(labels)],
+            tags=["repaint", "inpainting"],
+            training=training,
+            fidelity=fidelity,
         )

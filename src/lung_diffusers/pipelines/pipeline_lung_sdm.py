@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 import math
-import os
-import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,21 +11,15 @@ import PIL.Image
 import psutil
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMParallelScheduler, DDPMScheduler, DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import create_repo
 
-from ..label_maps import as_label_tensor, check_label_map_size
-from ..labels import HU_WINDOW, label_names
-from ..model_card import build_model_card
+from ..ct import HU_WINDOW, as_label_tensor, check_label_map_size, label_names
+from ..hub import build_model_card
+from ..learned_variance import predicts_learned_variance, scheduler_reads_learned_variance
 from ..models import SemanticUNet2DModel
-from .denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
-from .noise_schedule import pin_noise_schedule
-from .pipeline_folders import check_pipeline_folder
-from .scheduler_support import SDM_SCHEDULERS, check_scheduler
-from .synthetic_output import check_output_type, postprocess_samples
+from .lung_pipeline import LungDiffusionPipeline
+from .synthetic_output import check_output_type
 
 # Reuse the mask features when they take at most this share of the free memory of the execution device.
 MASK_FEATURE_MEMORY_SHARE = 0.5
@@ -55,19 +45,19 @@ class LungSDMPipelineOutput(BaseOutput):
 
 
 def scheduler_uses_learned_variance(scheduler) -> bool:
-    """Whether ``scheduler.step`` reads the learned-variance channels after epsilon.
+    """Deprecated alias of :func:`lung_diffusers.learned_variance.scheduler_reads_learned_variance`."""
+    from diffusers.utils import deprecate
 
-    Only the DDPM schedulers with ``variance_type="learned_range"`` do (they split the output by the sample's
-    channel count). The others either ignore them or, like DPMSolverMultistep with ``variance_type`` set,
-    slice ``[:, :3]`` assuming RGB, which is wrong for 1-channel CT; they must get the epsilon half alone.
-    """
-    return (
-        isinstance(scheduler, (DDPMScheduler, DDPMParallelScheduler))
-        and scheduler.config.variance_type == "learned_range"
+    deprecate(
+        "scheduler_uses_learned_variance",
+        "1.0.0",
+        "Use lung_diffusers.learned_variance.scheduler_reads_learned_variance instead.",
+        standard_warn=False,
     )
+    return scheduler_reads_learned_variance(scheduler)
 
 
-class LungSDMPipeline(DiffusionPipeline):
+class LungSDMPipeline(LungDiffusionPipeline):
     r"""
     Pipeline for lung CT slices conditioned on a semantic label map (0 background, 1 body, 2 left lung,
     3 right lung, 4 trachea, 5 nodule; or 5 benign / 6 malignant nodule for 7-class models).
@@ -117,64 +107,11 @@ class LungSDMPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
-    _callback_tensor_inputs = ["latents"]
+    _unet_classes = ("SemanticUNet2DModel",)
 
     def __init__(self, unet: SemanticUNet2DModel, scheduler, hu_window: tuple[float, float] | list[float] = HU_WINDOW):
         super().__init__()
-        low, high = (float(v) for v in hu_window)
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise ValueError(f"hu_window must be two finite values (low, high) with low < high, got {hu_window}")
-        self.check_scheduler_class(scheduler)  # before register_modules, which fails on a string with an AttributeError
-        self.register_modules(unet=unet, scheduler=scheduler)
-        pin_noise_schedule(scheduler)  # so that Heun/LMS.from_config(pipe.scheduler.config) keep the betas
-        self.register_to_config(hu_window=[low, high])
-        self._guidance_scale = 1.0
-        self._num_timesteps = 0
-        self._interrupt = False
-        self._warnings_given: set[str] = set()
-
-    @staticmethod
-    def check_scheduler_class(scheduler) -> None:
-        """Refuse anything but a scheduler this pipeline can sample with; run whenever ``scheduler`` is set."""
-        check_scheduler(scheduler, SDM_SCHEDULERS, "sample LungSDMPipeline's models, which predict DDPM noise")
-
-    def __setattr__(self, name, value):
-        # register_modules (so from_pretrained) and users' `pipe.scheduler = ...` all come through here.
-        if name == "scheduler":
-            self.check_scheduler_class(value)
-        super().__setattr__(name, value)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """As diffusers' ``from_pretrained``; a folder of another kind of pipeline (e.g. the healthy prior's
-        ``DDPMPipeline``) is refused with the class that loads it."""
-        check_pipeline_folder(pretrained_model_name_or_path, cls.__name__, ("SemanticUNet2DModel",), kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-
-    def warn_once(self, message: str) -> None:
-        """A `UserWarning`, once per pipeline and message (batch jobs call the pipeline many times)."""
-        if message not in self._warnings_given:
-            self._warnings_given.add(message)
-            warnings.warn(message, UserWarning, stacklevel=3)
-
-    # ------------------------------------------------------------------ state during a call (diffusers' contract)
-
-    @property
-    def guidance_scale(self) -> float:
-        return self._guidance_scale
-
-    @property
-    def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale != 1.0
-
-    @property
-    def num_timesteps(self) -> int:
-        return self._num_timesteps
-
-    @property
-    def interrupt(self) -> bool:
-        """Set ``pipe._interrupt = True`` from a step-end callback to skip the remaining steps."""
-        return self._interrupt
+        self._init_pipeline(hu_window, unet=unet, scheduler=scheduler)
 
     # ------------------------------------------------------------------ inputs
 
@@ -232,9 +169,7 @@ class LungSDMPipeline(DiffusionPipeline):
             raise ValueError(f"latents must have shape {shape} for this call, got {tuple(latents.shape)}")
         if latents is not None and not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or infinite values; pass finite Gaussian noise (randn_tensor)")
-        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} are not among {self._callback_tensor_inputs}")
+        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
         self.check_scheduler()
         # Warnings only once the call is known to run.
         if size_warning:
@@ -244,41 +179,6 @@ class LungSDMPipeline(DiffusionPipeline):
                 f"guidance_scale={guidance_scale:g} is above {MAX_USUAL_GUIDANCE_SCALE:g}: such scales saturate the "
                 "image (SDM used 1.5)"
             )
-
-    def check_scheduler(self) -> None:
-        """Refuse scheduler settings that cannot work with this U-Net."""
-        variance_type = self.scheduler.config.get("variance_type")
-        if isinstance(self.scheduler, (DDPMScheduler, DDPMParallelScheduler)) and variance_type == "learned":
-            raise ValueError(
-                "variance_type='learned' reads the variance channel as a variance, which for SDM models is an "
-                "interpolation value in [-1, 1] (its square root is NaN). SDM's parameterisation is 'learned_range': "
-                "pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, variance_type='learned_range')"
-            )
-        if scheduler_uses_learned_variance(self.scheduler) and not self.unet.learned_variance:
-            raise ValueError(
-                f"the scheduler's variance_type={variance_type!r} needs a learned-variance model, "
-                "but this U-Net predicts epsilon only; use e.g. DDPMScheduler.from_config(pipe.scheduler.config, "
-                "variance_type='fixed_small')"
-            )
-
-    def prepare_latents(self, shape, dtype, device, generator, latents: torch.Tensor | None) -> torch.Tensor:
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            latents = latents.to(device=device, dtype=dtype)
-        return latents * self.scheduler.init_noise_sigma
-
-    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict:
-        accepted = set(inspect.signature(self.scheduler.step).parameters)
-        extra = {}
-        if "generator" in accepted:
-            extra["generator"] = generator
-        if "eta" in accepted:
-            extra["eta"] = eta
-        if "use_clipped_model_output" in accepted:
-            # Matches guided-diffusion's DDIM sampler, which recomputes epsilon from the clipped x0.
-            extra["use_clipped_model_output"] = True
-        return extra
 
     def should_reuse_mask_features(self, num_maps: int, height: int, width: int, device, dtype) -> bool:
         """The default of ``reuse_mask_features``: keep the features when they take at most half the free memory.
@@ -297,9 +197,6 @@ class LungSDMPipeline(DiffusionPipeline):
         return needed <= MASK_FEATURE_MEMORY_SHARE * free
 
     # ------------------------------------------------------------------ outputs
-
-    def postprocess(self, latents: torch.Tensor, output_type: str):
-        return postprocess_samples(latents, output_type, self.config.hu_window)
 
     # ------------------------------------------------------------------ sampling
 
@@ -355,8 +252,9 @@ class LungSDMPipeline(DiffusionPipeline):
         Returns:
             [`LungSDMPipelineOutput`] (``images``, ``synthetic=True``), or the tuple ``(images, True)``.
         """
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = self.callback_tensor_inputs(
+            callback_on_step_end, callback_on_step_end_tensor_inputs
+        )
         labels = self.prepare_segmentation(segmentation)
         self.check_inputs(
             labels,
@@ -369,6 +267,41 @@ class LungSDMPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs,
         )
         self._guidance_scale, self._interrupt = float(guidance_scale), False
+        latents = self.denoise(
+            labels,
+            num_inference_steps=num_inference_steps,
+            generator=generator,
+            latents=latents,
+            num_images_per_prompt=num_images_per_prompt,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            eta=eta,
+            clip_denoised=clip_denoised,
+            reuse_mask_features=reuse_mask_features,
+        )
+        images = self.postprocess(latents, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, True)
+        return LungSDMPipelineOutput(images=images, synthetic=True)
+
+    def denoise(
+        self,
+        labels: torch.Tensor,
+        *,
+        num_inference_steps: int,
+        generator,
+        latents: torch.Tensor | None,
+        num_images_per_prompt: int,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs: list[str],
+        eta: float,
+        clip_denoised: bool,
+        reuse_mask_features: bool | None,
+        unet_inputs: dict | None = None,
+    ) -> torch.Tensor:
+        """The sampling loop on checked inputs: the final latents. ``unet_inputs`` are extra per-image U-Net inputs
+        (an upscaler's low-resolution image and noise level), doubled here for guidance."""
         device, dtype = self._execution_device, self.unet.dtype
         num_classes, channels = self.unet.config.num_classes, self.unet.config.in_channels
         height, width = labels.shape[-2:]
@@ -377,9 +310,11 @@ class LungSDMPipeline(DiffusionPipeline):
         maps = F.one_hot(labels.to(device), num_classes).permute(0, 3, 1, 2).to(dtype)
         batch = maps.shape[0] * num_images_per_prompt
         repeats = (num_images_per_prompt,) * maps.shape[0]
+        unet_inputs = dict(unet_inputs or {})
         if self.do_classifier_free_guidance:
             maps = torch.cat([maps, maps.new_zeros(1, num_classes, height, width)])
             repeats += (batch,)
+            unet_inputs = {k: torch.cat([v] * 2) if torch.is_tensor(v) and v.ndim else v for k, v in unet_inputs.items()}
         if reuse_mask_features is None:
             reuse_mask_features = self.should_reuse_mask_features(maps.shape[0], height, width, device, dtype)
 
@@ -388,8 +323,6 @@ class LungSDMPipeline(DiffusionPipeline):
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        pass_variance = scheduler_uses_learned_variance(self.scheduler)
-        clip_here = clip_denoised and not scheduler_clips_itself(self.scheduler)
 
         features = None
         for i, t in enumerate(self.progress_bar(timesteps)):
@@ -405,32 +338,16 @@ class LungSDMPipeline(DiffusionPipeline):
                     segmentation=maps,
                     segmentation_repeats=repeats,
                     return_segmentation_features=reuse_mask_features,
+                    **unet_inputs,
                 )
                 features = result.segmentation_features
             else:
-                result = self.unet(model_input, t, segmentation_features=features)
-            noise, variance = result.sample[:, :channels], result.sample[:, channels:]
-            if self.do_classifier_free_guidance:
-                noise_cond, noise_null = noise.chunk(2)
-                noise = noise_null + self.guidance_scale * (noise_cond - noise_null)
-                variance = variance[:batch]
-            if clip_here:
-                noise = clip_denoised_epsilon(self.scheduler, latents, noise, t)
-            model_output = torch.cat([noise, variance], dim=1) if pass_variance else noise
+                result = self.unet(model_input, t, segmentation_features=features, **unet_inputs)
+            model_output = self.scheduler_model_output(latents, result.sample, t, clip_denoised)
             latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs).prev_sample
-
-            if callback_on_step_end is not None:
-                step_tensors = {"latents": latents}
-                callback_kwargs = {k: step_tensors[k] for k in callback_on_step_end_tensor_inputs}
-                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                latents = callback_outputs.pop("latents", latents)
-
+            latents = self.run_step_end_callback(callback_on_step_end, i, t, callback_on_step_end_tensor_inputs, latents)
         del features  # nothing of the mask outlives the call
-        images = self.postprocess(latents, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images, True)
-        return LungSDMPipelineOutput(images=images, synthetic=True)
+        return latents
 
     # ------------------------------------------------------------------ hub
 
@@ -457,7 +374,7 @@ class LungSDMPipeline(DiffusionPipeline):
             details=[
                 ("image size", f"{unet.sample_size} x {unet.sample_size}, {unet.in_channels} channel(s)"),
                 ("classes", str(unet.num_classes)),
-                ("learned variance", str(self.unet.learned_variance)),
+                ("learned variance", str(predicts_learned_variance(unet))),
                 ("U-Net channels", ", ".join(str(c) for c in unet.block_out_channels)),
                 ("parameters", f"{sum(p.numel() for p in self.unet.parameters()) / 1e6:.1f} M"),
                 ("scheduler", type(self.scheduler).__name__),
@@ -468,33 +385,3 @@ class LungSDMPipeline(DiffusionPipeline):
             training=training,
             fidelity=fidelity,
         )
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
-        """Save the pipeline as diffusers does, plus a ``README.md`` model card that says the images are synthetic."""
-        hub_kwargs = {k: kwargs.pop(k) for k in ("commit_message", "private", "create_pr", "token") if k in kwargs}
-        repo_id = kwargs.pop("repo_id", None)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        self.model_card(repo_id or os.fspath(save_directory)).save(os.path.join(save_directory, "README.md"))
-        if push_to_hub:
-            self._push_folder(save_directory, repo_id or os.path.basename(os.path.normpath(save_directory)), **hub_kwargs)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-    ) -> str:
-        """Upload the pipeline (safetensors weights, configs and the synthetic-data model card) to the Hub."""
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, safe_serialization=safe_serialization, variant=variant, repo_id=repo_id)
-            return self._push_folder(
-                folder, repo_id, commit_message=commit_message, private=private, token=token, create_pr=create_pr
-            )
-
-    def _push_folder(self, folder, repo_id: str, commit_message=None, private=None, token=None, create_pr=False):
-        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        return self._upload_folder(folder, repo_id, token=token, commit_message=commit_message, create_pr=create_pr)

@@ -1,24 +1,12 @@
-"""The ``--scheduler`` names of ``lung-diffusers synthesize`` and the diffusers classes they select.
-
-The demo's short names, plus the other diffusers samplers the pipeline supports. Each is built with
-``from_config`` of the checkpoint's own scheduler config, so the noise schedule stays the one the model was
-trained with.
-"""
+"""The ``--scheduler`` names of ``lung-diffusers synthesize``: the SDM samplers of
+:mod:`lung_diffusers.scheduler_registry`, by command-line name and diffusers class name (which synthesis
+records in its settings, so a resumed run uses the same sampler)."""
 
 from __future__ import annotations
 
-SCHEDULER_CLASSES: dict[str, str] = {
-    "dpm": "DPMSolverMultistepScheduler",  # DPM-Solver++ (diffusers' default algorithm_type)
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "unipc": "UniPCMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler-ancestral": "EulerAncestralDiscreteScheduler",
-    "heun": "HeunDiscreteScheduler",
-    "lms": "LMSDiscreteScheduler",
-    "pndm": "PNDMScheduler",
-    "deis": "DEISMultistepScheduler",
-}
+from ..scheduler_registry import SCHEDULERS, get_entry, scheduler_names
+
+SCHEDULER_CLASSES: dict[str, str] = {name: get_entry(name).class_name for name in scheduler_names()}
 
 
 def check_scheduler_name(name: str) -> str:
@@ -29,9 +17,9 @@ def check_scheduler_name(name: str) -> str:
 
 
 def make_scheduler(class_name: str, config):
-    """A diffusers scheduler of ``class_name`` (e.g. ``"DDIMScheduler"``) built from ``config``."""
-    import diffusers
-
-    if class_name not in SCHEDULER_CLASSES.values():
+    """A diffusers scheduler of ``class_name`` (e.g. ``"DDIMScheduler"``, as recorded in the settings) built from
+    ``config``."""
+    entry = next((e for e in SCHEDULERS if e.class_name == class_name and e.sdm), None)
+    if entry is None:
         raise ValueError(f"unknown scheduler class {class_name!r}; expected one of {sorted(SCHEDULER_CLASSES.values())}")
-    return getattr(diffusers, class_name).from_config(config)
+    return entry.from_config(config)
