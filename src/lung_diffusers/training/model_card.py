@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..atomic_write import write_text_atomically
-from ..model_card import build_model_card
+from ..hub import build_model_card
 
 TRAINING_FILE = "training.json"
 FIDELITY_FILE = "fidelity.json"
