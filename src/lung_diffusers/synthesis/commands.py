@@ -76,7 +76,7 @@ def register(subparsers) -> None:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload the finished dataset to this Hub dataset repo")
     parser.add_argument("--cache-dir", help="datasets / Hub cache folder (default: the usual Hugging Face cache)")
-    parser.set_defaults(func=run_synthesize)
+    parser.set_defaults(func=run_synthesize, interrupted="interrupted: run the same command again to resume")
 
 
 def request_from_args(args: argparse.Namespace):
