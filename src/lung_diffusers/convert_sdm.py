@@ -22,12 +22,14 @@ import argparse
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from .atomic_write import atomic_directory
+from .command_line import add_debug_argument, run_command
 from .models import SemanticUNet2DModel
 
 logger = logging.getLogger(__name__)
@@ -448,7 +450,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty --output: replace the files this converter writes, "
                         "keep all others")
-    return parser
+    return add_debug_argument(parser)
 
 
 def _convert_to_folder(args: argparse.Namespace) -> str:
@@ -492,21 +494,16 @@ def _convert_to_folder(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line; on failure it exits with status 2 (bad input), 1 (another error, e.g. a failed write) or
+    130 (Ctrl-C): :mod:`lung_diffusers.command_line`."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    # One line on stderr and a shell-style exit code, no traceback.
-    try:
-        print(_convert_to_folder(args))
-    except ValueError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except OSError as error:
-        parser.exit(1, f"{parser.prog}: error: could not write {args.output}: {error}\n")
-    except KeyboardInterrupt:
-        # atomic_directory undoes a half-done swap, so the folder is never left half written.
-        parser.exit(
-            130, f"{parser.prog}: interrupted; {args.output} holds its previous files or the complete new output\n"
-        )
+    # atomic_directory undoes a half-done swap on Ctrl-C, so the folder is never left half written.
+    interrupted = f"interrupted; {args.output} holds its previous files or the complete new output"
+    code = run_command(lambda: print(_convert_to_folder(args)), argv, prog=parser.prog, interrupted=interrupted)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
