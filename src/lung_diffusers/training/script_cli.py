@@ -1,24 +1,24 @@
-"""The command-line wrapper the scripts in ``training/`` share: one-line errors, a quiet Ctrl-C."""
+"""The command-line wrapper the scripts in ``training/`` share: :func:`lung_diffusers.command_line.run_command`."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
+
+from ..command_line import run_command
 
 
 def run_script(run: Callable[[], object], interrupted: str = "interrupted") -> int:
-    """Call ``run`` (parse the arguments, then do the work) and return the exit status: 0 on success; 2 with an
-    ``error: ...`` line for bad input (``ValueError`` / ``FileNotFoundError``); 130 on Ctrl-C, printing
-    ``interrupted`` (e.g. how to resume) instead of a traceback."""
-    try:
+    """Call ``run`` (parse the arguments, then do the work) through :func:`~lung_diffusers.command_line.run_command`
+    and return the exit status: 0 on success (whatever ``run`` returns); 2 with an ``error: ...`` line for bad
+    input; 1 with one line for another error; 130 on Ctrl-C, printing ``interrupted`` (e.g. how to resume).
+    ``LUNG_DIFFUSERS_DEBUG=1`` shows the traceback (a script whose parser has
+    :func:`~lung_diffusers.command_line.add_debug_argument` should call ``run_command`` with its ``argv`` instead,
+    which also reads ``--debug``)."""
+
+    def work() -> None:
         run()
-    except (ValueError, FileNotFoundError) as error:
-        print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(work, (), interrupted=interrupted)
 
 
 def json_ready(value):
