@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import PIL.Image
 
+from .command_line import add_debug_argument, run_command
 from .output_folder import check_output_folder, output_folder
 
 DEFAULT_PIPELINE = "pipelines/lung-sdm-64"
@@ -54,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image")
     parser.add_argument("--images-per-mask", type=int, default=2, help="samples per mask")
-    return parser.parse_args(argv)
+    return add_debug_argument(parser).parse_args(argv)
 
 
 def load_example_masks(folder: Path) -> list[tuple[str, np.ndarray, dict]]:
@@ -167,16 +168,13 @@ def write_examples(pipe, examples, masks_dir: Path, args: argparse.Namespace, ou
 
 
 def cli(argv: list[str] | None = None) -> int:
+    """The command line: exit status 0, 2 (bad input), 1 (another error) or 130 (Ctrl-C)."""
     args = parse_args(argv)
-    try:
+
+    def work() -> None:  # main returns the files it wrote, not an exit status
         main(args)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(work, argv)
 
 
 if __name__ == "__main__":
