@@ -12,7 +12,7 @@ mode with the healthy config and crops as defaults).
 
 import sys
 
-from train_sdm import cli
+from lung_diffusers.training.sdm_training import cli
 
 if __name__ == "__main__":
     sys.exit(cli(model="ddpm"))

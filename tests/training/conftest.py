@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: the training script, a private datasets cache, tiny and real datasets."""
+"""Fixtures of the training tests: the training loop, a private datasets cache, tiny and real datasets."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from training_support import REAL_SERIES, TRAIN_SDM, load_script, phantom_rows, write_slice_dataset
+from training_support import REAL_SERIES, phantom_rows, write_slice_dataset
 
 
 @pytest.fixture(scope="session")
 def train_sdm():
-    """``training/train_sdm.py`` as a module: ``parse_args``, ``main``, ``cli``, ``build_model``, ..."""
-    return load_script(TRAIN_SDM, "train_sdm")
+    """What ``training/train_sdm.py`` runs: ``parse_args``, ``main``, ``cli``, and the ``build_model`` it calls."""
+    from lung_diffusers.training import sdm_training
+
+    return sdm_training
 
 
 @pytest.fixture(scope="session")

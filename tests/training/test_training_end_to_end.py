@@ -23,10 +23,8 @@ from training_support import (
     CHECKPOINT_FILES,
     TINY_MODEL,
     TRAIN_DDPM,
-    TRAINING_DIR,
     assert_same_weights,
     files_of,
-    load_script,
     one_thread,
     reset_accelerate,
     run_training,
@@ -154,8 +152,7 @@ def ddpm_run(train_sdm, real_mini_dataset, datasets_cache, built_once) -> tuple[
                 "--max_train_steps", 2, "--checkpointing_steps", 2, "--validation_steps", 2,
                 "--push_to_hub", "--hub_model_id", "someone/lung-prior-test", "--hub_private_repo"]
         with pytest.MonkeyPatch.context() as patch:
-            # train_ddpm.py imports train_sdm from its folder: hand it the module loaded here, upload patched.
-            patch.setitem(sys.modules, "train_sdm", train_sdm)
+            # The loop train_ddpm.py runs (lung_diffusers.training.sdm_training), its upload patched.
             patch.setattr(train_sdm, "create_repo", fake_create_repo)
             patch.setattr(train_sdm, "upload_folder", fake_upload_folder)
             patch.setattr(sys, "argv", [str(TRAIN_DDPM), *map(str, argv)])
@@ -207,7 +204,8 @@ def test_push_to_hub_uploads_the_final_folder_with_its_training_card(ddpm_run):
 def test_export_ships_the_newest_checkpoint_as_a_small_pipeline_with_example_masks(sdm_run, real_mini_dataset, tmp_path):
     """training/export_pipeline.py: the EMA weights of the newest checkpoint, in fp16, with card and example masks;
     it loads in float32 and draws what the run's own final pipeline draws."""
-    export = load_script(TRAINING_DIR / "export_pipeline.py", "export_pipeline")
+    from lung_diffusers.training import pipeline_export as export
+
     folder = export.main(export.parse_args([
         "--run", str(sdm_run), "--output", str(tmp_path / "lung-sdm-test"),
         "--example_masks", str(real_mini_dataset), "--example_split", "train",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from training_support import (
     CHECKPOINT_FILES,
     PYTHON,
@@ -45,6 +47,10 @@ OPTIONS = [
     "--gradient_accumulation_steps", str(ACCUMULATION),
     "--seed", "7",
 ]
+# What the code before issue 16 wrote with these options (see its README).
+PRE_ISSUE_16_RUN = Path(__file__).parent / "data" / "pre-issue-16-run"
+
+
 def assert_same_checkpoint(a: Path, b: Path) -> None:
     """Two checkpoints hold the same step, weights, EMA, optimizer, LR-scheduler and RNG states."""
     assert CHECKPOINT_FILES <= files_of(a) and CHECKPOINT_FILES <= files_of(b)
@@ -122,14 +128,11 @@ def test_stopping_half_way_and_resuming_gives_the_uninterrupted_run(train_sdm, s
 # writing a marker file) so the test can SIGKILL it there, in the middle of a step.
 PAUSING_RUN = textwrap.dedent(
     """
-    import importlib.util, sys, time
+    import runpy, sys, time
     from pathlib import Path
     from lung_diffusers.training import diffusion_loss
 
     script, pause_at, marker, argv = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
-    spec = importlib.util.spec_from_file_location("train_sdm", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     original, calls = diffusion_loss.HybridDiffusionLoss.__call__, []
 
     def pausing(self, *args, **kwargs):
@@ -141,7 +144,8 @@ PAUSING_RUN = textwrap.dedent(
         return losses
 
     diffusion_loss.HybridDiffusionLoss.__call__ = pausing
-    sys.exit(module.cli(argv))
+    sys.argv = [script, *argv]
+    runpy.run_path(script, run_name="__main__")  # the script itself, as `python training/train_sdm.py` runs it
     """
 )
 
@@ -191,3 +195,54 @@ def test_a_run_killed_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(
     assert sorted(p.name for p in output.glob("checkpoint-*")) == [f"checkpoint-{kill_in_step}", f"checkpoint-{STEPS}"]
     assert files_of(output / f"checkpoint-{kill_in_step}") == files_of(straight_run / f"checkpoint-{STEPS}")
     assert not (output / f".checkpoint-{kill_in_step}.tmp").exists()
+
+
+def tensor_layout(path: Path) -> dict[str, str]:
+    with safe_open(str(path), "pt") as weights:
+        return {name: f"{weights.get_slice(name).get_dtype()}{weights.get_slice(name).get_shape()}".replace(" ", "") for name in weights.keys()}
+
+
+def test_a_run_written_before_issue_16_resumes(train_sdm, straight_run, phantom_dataset, datasets_cache, tmp_path):
+    """The training code moved into ``lung_diffusers.training`` (issue 16); runs it left behind still resume: the
+    same checkpoint files, tensors and optimizer groups, the recorded options still parse, and a checkpoint made of
+    the old run's own state files (with this run's weights) continues to the uninterrupted run's step 4."""
+    from lung_diffusers.training.pipeline_export import recorded_argv
+
+    old, new = PRE_ISSUE_16_RUN / "checkpoint-2", straight_run / "checkpoint-2"
+    layout = json.loads((old / "weights_layout.json").read_text())
+    state_files = files_of(old) - {"weights_layout.json"}
+    assert files_of(new) == state_files | {
+        "optimizer.bin", "unet/diffusion_pytorch_model.safetensors", "unet_ema/diffusion_pytorch_model.safetensors",
+    }  # fmt: skip
+    for weights in ("unet", "unet_ema"):
+        assert tensor_layout(new / weights / "diffusion_pytorch_model.safetensors") == layout["weights"]
+        old_config = json.loads((old / weights / "config.json").read_text())
+        new_config = json.loads((new / weights / "config.json").read_text())
+        assert {k: v for k, v in old_config.items() if k != "_diffusers_version"}.items() <= new_config.items()
+    optimizer = torch.load(new / "optimizer.bin", weights_only=True)
+    state = {str(i): {k: f"{v.dtype}{list(v.shape)}".replace(" ", "") for k, v in s.items()} for i, s in optimizer["state"].items()}
+    assert state == layout["optimizer_state"]
+    settings = ("lr", "betas", "eps", "weight_decay", "initial_lr", "params")  # others vary with the torch version
+    groups = json.loads(json.dumps([{k: group[k] for k in settings} for group in optimizer["param_groups"]]))
+    assert groups == [{k: group[k] for k in settings} for group in layout["optimizer_param_groups"]]
+    assert json.loads((old / "training_state.json").read_text()).keys() <= json.loads((new / "training_state.json").read_text()).keys()
+
+    # The recorded options: the same keys and values (paths aside), and they still parse (export_pipeline.py).
+    recorded = json.loads((PRE_ISSUE_16_RUN / "training_args.json").read_text())
+    current = json.loads((straight_run / "training_args.json").read_text())
+    paths = {"dataset_name", "cache_dir", "output_dir", "command"}
+    assert recorded.keys() <= current.keys()
+    assert {k: v for k, v in recorded.items() if k not in paths} == {k: current[k] for k in recorded if k not in paths}
+    parsed = vars(train_sdm.parse_args(recorded_argv(recorded), model=recorded["model"]))
+    assert json.loads(json.dumps({k: parsed[k] for k in recorded if k != "command"})) == {k: v for k, v in recorded.items() if k != "command"}
+
+    output = tmp_path / "run"
+    shutil.copytree(new, output / "checkpoint-2")
+    for name in state_files:
+        shutil.copy(old / name, output / "checkpoint-2" / name)
+    run_training(
+        train_sdm,
+        [*OPTIONS, "--dataset_name", phantom_dataset, "--cache_dir", datasets_cache, "--output_dir", output,
+         "--max_train_steps", STEPS, "--checkpointing_steps", 2, "--resume_from_checkpoint", "latest"],
+    )  # fmt: skip
+    assert_same_checkpoint(output / f"checkpoint-{STEPS}", straight_run / f"checkpoint-{STEPS}")

@@ -1,4 +1,4 @@
-"""Helpers of the training tests: the training script run in-process, tiny recipe-shaped datasets.
+"""Helpers of the training tests: the training loop run in-process, tiny recipe-shaped datasets.
 
 Runs use tiny U-Nets (widths 32, 32; 16-32 px; batch 2) on one thread, so that they take seconds and two
 runs of the same settings are bit-identical on CPU. (A module with its own name, not ``conftest``, so test
@@ -8,7 +8,6 @@ modules can import it: pytest puts this folder on ``sys.path``.)
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -41,16 +40,6 @@ TINY_MODEL = [
     "--validation_inference_steps", "2",
     "--num_validation_images", "2",
 ]
-
-
-def load_script(path: Path, name: str):
-    """A script of ``training/`` imported as a module (it has no package)."""
-    if str(path.parent) not in sys.path:  # scripts import their neighbours, as when run from that folder
-        sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextlib.contextmanager

@@ -1,7 +1,16 @@
-"""Pieces of the training scripts in ``training/`` that tests and other tools reuse.
+"""Training: what the scripts in ``training/`` run, so that tests and other tools use it from the package.
 
+- :mod:`.sdm_training`: the loop of ``train_sdm.py`` / ``train_ddpm.py`` (SDM, healthy prior, upscaler), its
+  options (:mod:`.sdm_options`), model and noise schedule (:mod:`.sdm_model`), validation grids
+  (:mod:`.validation_grids`) and final pipeline folder (:mod:`.pipeline_folder`).
+- :mod:`.pipeline_export`: ``export_pipeline.py``, a checkpoint's EMA weights as a hub-ready pipeline folder.
 - :mod:`.diffusion_loss`: the improved-DDPM hybrid loss (epsilon MSE plus the variational bound).
-- :mod:`.slice_data`: the recipe's slice dataset as training batches (checks, resizing, crops, flips).
+- :mod:`.slice_data`: the recipe's slice dataset as training batches (resizing, crops, flips, the step's batches);
+  loading and checking it is :mod:`lung_diffusers.data.slice_dataset`.
 - :mod:`.checkpoints`: atomic accelerate checkpoints, their rotation and ``--resume_from_checkpoint``.
+- :mod:`.model_card`: the training card (``training.json``, ``fidelity.json``) rendered into ``README.md``.
 - :mod:`.script_cli`: the scripts' exit statuses and one-line errors.
+
+The figures the evaluation scripts report are :mod:`lung_diffusers.evaluation`. Nothing outside this package
+imports it (the data, synthesis and evaluation code a run needs lives below it).
 """
