@@ -36,21 +36,14 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.utils import logging as diffusers_logging
 from tqdm.auto import tqdm
 
 from lung_diffusers import LungSDMPipeline, save_synthetic_png
 from lung_diffusers.atomic_write import write_bytes_atomically, write_text_atomically
-from lung_diffusers.data.contact_sheet import mask_to_rgb
-from lung_diffusers.labels import MALIGNANCY_LABEL_NAMES
+from lung_diffusers.ct import MALIGNANCY_LABEL_NAMES, mask_to_rgb
 from lung_diffusers.output_folder import check_output_folder, output_folder
+from lung_diffusers.pipelines import load_pipeline as load_sdm_pipeline
+from lung_diffusers.scheduler_registry import DEFAULT_SCHEDULER, get_entry, scheduler_names
 from lung_diffusers.training import fidelity
 from lung_diffusers.training.model_card import FIDELITY_FILE, TRAINING_FILE, fidelity_markdown, write_training_card
 from lung_diffusers.training.script_cli import json_ready, run_script
@@ -62,13 +55,7 @@ from lung_diffusers.training.slice_data import (
 )
 
 # --scheduler name -> (class, name in the report); each is made with `from_config(pipe.scheduler.config)`.
-SCHEDULERS = {
-    "dpm": (DPMSolverMultistepScheduler, "DPM-Solver++"),
-    "ddim": (DDIMScheduler, "DDIM"),
-    "ddpm": (DDPMScheduler, "DDPM"),
-    "unipc": (UniPCMultistepScheduler, "UniPC"),
-    "euler": (EulerDiscreteScheduler, "Euler"),
-}
+SCHEDULERS = scheduler_names()  # the registry's SDM samplers
 CSV_FILE, GRID_FILE = "fidelity_per_image.csv", "fidelity_grid.png"
 TOOL = "evaluate_fidelity"  # in the output folder's manifest
 CSV_COLUMNS = (
@@ -97,7 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sampling.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="one synthetic slice per mask and seed"
     )
-    sampling.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="dpm", help="sampler (dpm: DPM-Solver++)")
+    sampling.add_argument(
+        "--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER, help=f"sampler (default {DEFAULT_SCHEDULER})"
+    )
     sampling.add_argument("--num_inference_steps", type=int, default=25, help="sampling steps")
     sampling.add_argument(
         "--guidance_scale",
@@ -149,19 +138,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def load_pipeline(args: argparse.Namespace) -> LungSDMPipeline:
     """The pipeline on ``args.device`` with the chosen scheduler, its progress bar off (ours counts images)."""
-    from lung_diffusers.sources import local_or_hub
-
-    bar_was_on = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" would split the report
-    try:
-        with local_or_hub(args.pipeline, "--pipeline") as source:
-            pipe = LungSDMPipeline.from_pretrained(source)
-    finally:
-        if bar_was_on:
-            diffusers_logging.enable_progress_bar()
-    pipe.scheduler = SCHEDULERS[args.scheduler][0].from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(args.device)
+    return load_sdm_pipeline(args.pipeline, args.scheduler, args.device, LungSDMPipeline)
 
 
 def check_model(pipe: LungSDMPipeline, args: argparse.Namespace) -> int:
@@ -410,7 +387,7 @@ def main(args: argparse.Namespace) -> dict:
         "num_masks": len(masks),
         "lung_masks": int((lung_pixels > 0).sum()),
         "mid_chest_masks": int(mid_chest.sum()),
-        "scheduler": SCHEDULERS[args.scheduler][1],
+        "scheduler": get_entry(args.scheduler).display_name,
         "num_inference_steps": args.num_inference_steps,
         "guidance_scale": args.guidance_scale,
         "seeds": list(args.seeds),

@@ -28,28 +28,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lung_diffusers import LungRePaintPipeline, LungSDMPipeline, save_synthetic_nifti, save_synthetic_png
-from lung_diffusers.data.ct_io import window_hu
+from lung_diffusers import (
+    LungRePaintPipeline,
+    LungSDMPipeline,
+    load_pipeline,
+    save_synthetic_nifti,
+    save_synthetic_png,
+)
+from lung_diffusers.ct import label_scheme, window_hu
 from lung_diffusers.evaluation.fidelity import lung_dice
 from lung_diffusers.inpainting import insert_nodule, remove_nodule
 from lung_diffusers.pipelines.pipeline_lung_repaint import REPAINT_PRESETS
-from lung_diffusers.sources import local_or_hub
+from lung_diffusers.scheduler_registry import get_entry
 
 APP_DIR = Path(__file__).resolve().parents[1]
 PIPELINE_ENV, PRIOR_ENV = "LUNG_SPACE_PIPELINE", "LUNG_SPACE_PRIOR"
 SDM_FOLDER, PRIOR_FOLDER = "lung-sdm-64", "lung-ddpm-prior-64"
 
-# Display name -> diffusers class name. DDPM keeps the checkpoint's learned variance; the others get the
-# noise half alone (the pipeline's rule). Heun spends two U-Net passes per step.
-SCHEDULERS = {
-    "DPM-Solver++": "DPMSolverMultistepScheduler",
-    "UniPC": "UniPCMultistepScheduler",
-    "DDIM": "DDIMScheduler",
-    "Euler": "EulerDiscreteScheduler",
-    "Euler ancestral": "EulerAncestralDiscreteScheduler",
-    "Heun": "HeunDiscreteScheduler",
-    "DDPM": "DDPMScheduler",
-}
+# The samplers the Space offers (a subset of the package's registry, which also gives their display names).
+# DDPM keeps the checkpoint's learned variance; the others get the noise half alone. Heun spends two U-Net passes
+# per step.
+SPACE_SCHEDULERS = ("dpm", "unipc", "ddim", "euler", "euler-ancestral", "heun", "ddpm")
+SCHEDULERS = {get_entry(name).display_name: get_entry(name).class_name for name in SPACE_SCHEDULERS}
 # RePaint settings offered in the UI: "quick" is this Space's own (a few seconds at 64 px on a CPU core);
 # "cpu" and "paper" are the package's presets.
 REPAINT_SETTINGS = {
@@ -123,12 +123,10 @@ def check_float(name: str, value, low: float, high: float) -> float:
 
 
 def make_scheduler(name: str, config):
-    """A fresh scheduler of the named kind, on the checkpoint's noise schedule."""
-    import diffusers
-
+    """A fresh scheduler of the named kind (a display name), on the checkpoint's noise schedule."""
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-    return getattr(diffusers, SCHEDULERS[name]).from_config(config)
+    return get_entry(name).from_config(config)
 
 
 _cleanup_lock = threading.Lock()
@@ -172,13 +170,11 @@ class ModelService:
 
     def __init__(self, sdm_source: str, prior_source: str | None):
         self.sdm_source, self.prior_source = sdm_source, prior_source
-        with local_or_hub(sdm_source, PIPELINE_ENV) as where:
-            self.sdm = LungSDMPipeline.from_pretrained(where)
+        self.sdm = load_pipeline(sdm_source, device=None, pipeline_class=LungSDMPipeline, flag=PIPELINE_ENV)
         self.sdm.unet.eval()
         self.prior = None
         if prior_source:
-            with local_or_hub(prior_source, PRIOR_ENV) as where:
-                self.prior = LungRePaintPipeline.from_pretrained(where)
+            self.prior = load_pipeline(prior_source, device=None, pipeline_class=LungRePaintPipeline, flag=PRIOR_ENV)
         if self.prior is not None:
             self.prior.unet.eval()
         self.num_classes = int(self.sdm.unet.config.num_classes)
@@ -325,7 +321,7 @@ class ModelService:
             image,
             labels,
             nodule,
-            malignancy=malignancy if self.num_classes == 7 else None,
+            malignancy=malignancy if label_scheme(self.num_classes).tells_malignancy else None,
             generator=check_int("seed", seed, 0, MAX_SEED),
             **repaint,
         )

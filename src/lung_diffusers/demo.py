@@ -27,9 +27,10 @@ import PIL.Image
 
 from .command_line import add_debug_argument, run_command
 from .output_folder import check_output_folder, output_folder
+from .scheduler_registry import DEFAULT_SCHEDULER, DEFAULT_STEPS, scheduler_names
 
 DEFAULT_PIPELINE = "pipelines/lung-sdm-64"
-SCHEDULERS = ("dpm", "ddim", "ddpm", "unipc", "euler")
+SCHEDULERS = scheduler_names()
 # Display upscaling of the side-by-side picture: a 64-px slice is tiny on screen.
 PREVIEW_SIDE = 256
 TOOL = "demo"
@@ -50,8 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier demo's results in --output (only those files)"
     )
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default="dpm", help="sampler (dpm: DPM-Solver++)")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps")
+    parser.add_argument(
+        "--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER, help=f"sampler (default {DEFAULT_SCHEDULER})"
+    )
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image")
     parser.add_argument("--images-per-mask", type=int, default=2, help="samples per mask")
@@ -72,29 +75,10 @@ def load_example_masks(folder: Path) -> list[tuple[str, np.ndarray, dict]]:
     return masks
 
 
-def make_scheduler(name: str, config):
-    from diffusers import (
-        DDIMScheduler,
-        DDPMScheduler,
-        DPMSolverMultistepScheduler,
-        EulerDiscreteScheduler,
-        UniPCMultistepScheduler,
-    )
-
-    classes = {
-        "dpm": DPMSolverMultistepScheduler,
-        "ddim": DDIMScheduler,
-        "ddpm": DDPMScheduler,
-        "unipc": UniPCMultistepScheduler,
-        "euler": EulerDiscreteScheduler,
-    }
-    return classes[name].from_config(config)
-
-
 def side_by_side(mask: np.ndarray, images: list[np.ndarray], seeds: list[int]) -> tuple[np.ndarray, dict[str, str]]:
     """Mask in colour next to the synthetic slices (uint8 RGB), each column titled and enlarged with nearest
     neighbour for viewing, under a red SYNTHETIC banner; and the PNG text chunks that say what each column is."""
-    from .data.contact_sheet import mask_to_rgb
+    from .ct import mask_to_rgb
     from .inpainting.figure import Panel, figure_metadata, render_figure
 
     panels = [Panel("mask (colour, not an image)", mask_to_rgb(mask), "mask")]
@@ -118,7 +102,7 @@ def synthetic_banner(width: int) -> np.ndarray:
 
 
 def main(args: argparse.Namespace) -> list[Path]:
-    from . import LungSDMPipeline
+    from . import LungSDMPipeline, load_pipeline
 
     started = time.perf_counter()
     if args.steps < 1 or args.images_per_mask < 1:
@@ -131,8 +115,7 @@ def main(args: argparse.Namespace) -> list[Path]:
     check_output_folder(args.output, TOOL, args.overwrite)  # before the model loads and samples
     masks_dir = args.masks or pipeline_path / "example_masks"
     examples = load_example_masks(masks_dir)
-    pipe = LungSDMPipeline.from_pretrained(args.pipeline)
-    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    pipe = load_pipeline(args.pipeline, args.scheduler, device=None, pipeline_class=LungSDMPipeline, progress_bar=True)
     with output_folder(args.output, TOOL, args.overwrite) as out:
         written = write_examples(pipe, examples, masks_dir, args, out)
     print(f"{len(examples)} masks x {args.images_per_mask} images in {time.perf_counter() - started:.0f} s "
@@ -147,14 +130,14 @@ def write_examples(pipe, examples, masks_dir: Path, args: argparse.Namespace, ou
     import torch
 
     from . import save_synthetic_nifti, save_synthetic_png
+    from .ct import window_hu
 
     written = []
     for name, mask, facts in examples:
         generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.images_per_mask)]
         common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, num_images_per_prompt=args.images_per_mask)
         hu = pipe(mask, generator=generators, output_type="hu", **common).images
-        low, high = pipe.config.hu_window
-        grey = [np.clip((h - low) / (high - low) * 255, 0, 255).round().astype(np.uint8) for h in hu]
+        grey = [window_hu(h, pipe.config.hu_window) for h in hu]
         source = facts.get("source", f"{masks_dir}/{name}.png")
         for i, (slice_hu, slice_grey) in enumerate(zip(hu, grey)):
             stem = f"{name}_seed{args.seed + i}"

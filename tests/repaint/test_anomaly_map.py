@@ -82,3 +82,44 @@ def test_the_anomaly_map_command(tmp_path, capsys):
     assert {"reconstruction-0.png", "reconstruction.nii.gz", "anomaly.png", "anomaly.nii.gz", "figure.png"} <= {
         p.name for p in (tmp_path / "out").iterdir()
     }
+
+
+def _reference_reconstruction(pipe, window, noise_level, num_inference_steps, num_samples, seed, eta):
+    """The hand-written U-Net loop anomaly reconstruction used before it became a LungRePaintPipeline call."""
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from lung_diffusers.pipelines.denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
+
+    scheduler, unet = pipe.scheduler, pipe.unet
+    generator = torch.Generator().manual_seed(seed)
+    scheduler.set_timesteps(num_inference_steps)
+    kept = min(int(num_inference_steps * noise_level), num_inference_steps)
+    timesteps = scheduler.timesteps[num_inference_steps - kept :]
+    clean = (torch.from_numpy(window)[None, None] * 2 - 1).repeat(num_samples, 1, 1, 1)
+    alpha = scheduler.alphas_cumprod[int(timesteps[0])].to(torch.float32)
+    noise = randn_tensor(clean.shape, generator=generator, dtype=clean.dtype)
+    sample = alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
+    reads_variance = type(scheduler).__name__ == "DDPMScheduler" and scheduler.config.variance_type == "learned_range"
+    extra = pipe.prepare_extra_step_kwargs(generator, eta)
+    with torch.no_grad():
+        for t in timesteps:
+            t = int(t)
+            output = unet(scheduler.scale_model_input(sample, t), t).sample
+            epsilon, variance = output[:, :1], output[:, 1:]
+            if not scheduler_clips_itself(scheduler):
+                epsilon = clip_denoised_epsilon(scheduler, sample, epsilon, t)
+            model_output = torch.cat([epsilon, variance], dim=1) if reads_variance else epsilon
+            sample = scheduler.step(model_output, t, sample, **extra).prev_sample
+    return (sample.float()[:, 0] / 2 + 0.5).clamp(0, 1).numpy()
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "ddim"])
+def test_reconstruction_is_the_repaint_pipeline_in_image_to_image_mode_and_unchanged(prior_pipe, slice32, scheduler):
+    # Anomaly reconstruction is a LungRePaintPipeline call (mask_image=None, strength=noise level); for fixed
+    # seeds it gives exactly what the former hand-written U-Net loop gave.
+    if scheduler == "ddim":
+        prior_pipe.scheduler = DDIMScheduler.from_config(prior_pipe.scheduler.config)
+    got = reconstruct_from_noise_level(prior_pipe, slice32, noise_level=0.4, num_inference_steps=10, num_samples=2, generator=5, eta=0.5)
+    expected = _reference_reconstruction(prior_pipe, slice32, 0.4, 10, 2, 5, 0.5)
+    np.testing.assert_array_equal(got, expected)

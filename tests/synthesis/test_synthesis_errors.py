@@ -27,7 +27,7 @@ def run_cli(argv, capsys) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"scheduler": "dpm-turbo"}, "unknown scheduler 'dpm-turbo'; choose one of dpm, ddim, ddpm"),
+        ({"scheduler": "dpm-turbo"}, "unknown scheduler 'dpm-turbo'; choose one of dpm, unipc, ddim"),
         ({"num_images": 0}, "--num-images must be a positive integer, got 0"),
         ({"num_images": -5}, "--num-images must be a positive integer, got -5"),
         ({"batch_size": 0}, "--batch-size must be a positive integer"),

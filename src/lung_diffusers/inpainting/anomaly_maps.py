@@ -18,16 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
-from diffusers.utils.torch_utils import randn_tensor
 
-from ..labels import HU_WINDOW
+from ..ct import HU_WINDOW, as_window_image, hu_from_image
 from ..output_folder import output_folder
-from ..pipelines.denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
 from .difference_maps import difference_map, mean_and_uncertainty
 from .figure import Panel, difference_rgb, grey_rgb, magnitude_rgb, save_figure
 from .nodule_edit import as_generator, save_samples_and_maps
 from .settings import DEFAULT_NOISE_LEVEL
-from .slice_io import as_window_image, hu_from_image
 
 
 @dataclass
@@ -101,55 +98,35 @@ def reconstruct_from_noise_level(
         raise ValueError(
             "anomaly maps use the healthy prior (an unconditional UNet2DModel), not a Semantic Diffusion Model"
         )
-    scheduler, unet = pipe.scheduler, pipe.unet
-    if not isinstance(scheduler, (DDPMScheduler, DDIMScheduler)):
+    if not isinstance(pipe.scheduler, (DDPMScheduler, DDIMScheduler)):
         raise ValueError(
-            f"anomaly maps need a DDPMScheduler or DDIMScheduler, got {type(scheduler).__name__}: "
+            f"anomaly maps need a DDPMScheduler or DDIMScheduler, got {type(pipe.scheduler).__name__}: "
             "pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)"
         )
     if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not 0 < noise_level <= 1:
         raise ValueError(f"noise_level must be a fraction of the chain in (0, 1], got {noise_level!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    pipe.check_scheduler()
     window = as_window_image(image)
     factor = pipe.downsample_factor
     if window.shape[0] % factor or window.shape[1] % factor:
         raise ValueError(
             f"the slice's sides must be multiples of {factor} (the U-Net downsamples {factor}x), got {window.shape}"
         )
-    if not 1 <= num_inference_steps <= scheduler.config.num_train_timesteps:
-        raise ValueError(
-            f"num_inference_steps must be between 1 and {scheduler.config.num_train_timesteps}, got {num_inference_steps}"
-        )
-
-    device, dtype = pipe._execution_device, unet.dtype
-    generator = as_generator(generator)
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    # As diffusers' image-to-image `strength`: the last noise_level share of the steps.
-    kept = min(int(num_inference_steps * noise_level), num_inference_steps)
-    if kept < 1:
-        raise ValueError(
-            f"noise_level {noise_level:g} is below the first of {num_inference_steps} steps; raise it or use more steps"
-        )
-    timesteps = scheduler.timesteps[num_inference_steps - kept :]
-    clean = (torch.from_numpy(window)[None, None] * 2 - 1).to(device, dtype).repeat(num_samples, 1, 1, 1)
-    alpha = scheduler.alphas_cumprod[int(timesteps[0])].to(device, torch.float32)
-    noise = randn_tensor(clean.shape, generator=generator, device=device, dtype=dtype)
-    sample = (alpha.sqrt() * clean + (1 - alpha).sqrt() * noise).to(dtype)
-    channels = unet.config.in_channels
-    pass_variance = pipe._passes_variance()
-    clip_here = not scheduler_clips_itself(scheduler)
-    extra = pipe.prepare_extra_step_kwargs(generator, eta)
-    for t in pipe.progress_bar(timesteps):
-        t = int(t)
-        output = unet(scheduler.scale_model_input(sample, t), t).sample
-        epsilon, variance = output[:, :channels], output[:, channels:]
-        if clip_here:
-            epsilon = clip_denoised_epsilon(scheduler, sample, epsilon, t)
-        model_output = torch.cat([epsilon, variance], dim=1) if pass_variance else epsilon
-        sample = scheduler.step(model_output, t, sample, **extra).prev_sample
-    return (sample.float()[:, 0] / 2 + 0.5).clamp(0, 1).cpu().numpy()
+    # The whole slice, at its own size, from a copy noised to noise_level: the pipeline's image-to-image mode.
+    reconstructions = pipe(
+        window,
+        mask_image=None,
+        strength=noise_level,
+        num_inference_steps=num_inference_steps,
+        jump_n_sample=1,
+        eta=eta,
+        generator=as_generator(generator),
+        num_images_per_prompt=num_samples,
+        size_handling="none",
+        output_type="latent",
+    ).images
+    return (reconstructions.float()[:, 0] / 2 + 0.5).clamp(0, 1).cpu().numpy()
 
 
 def anomaly_map(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..scheduler_registry import scheduler_names
 from .settings import (
     DEFAULT_INSERTION_DILATION_PX,
     DEFAULT_NOISE_LEVEL,
@@ -19,7 +20,7 @@ from .settings import (
     RECIPE_IMAGE_SIZE,
 )
 
-SCHEDULER_CHOICES = ("ddpm", "ddim", "repaint")
+SCHEDULER_CHOICES = scheduler_names(repaint=True)
 
 
 def register(subparsers) -> None:
@@ -261,7 +262,7 @@ def _check_output(args, tool: str) -> None:
 
 
 def _read_slice(args):
-    from .slice_io import read_ct_slice
+    from ..ct import read_ct_slice
 
     if args.image_size < 0:
         raise ValueError(f"--image-size must be 0 (keep) or a positive size, got {args.image_size}")
@@ -274,7 +275,7 @@ def _read_slice(args):
 def _read_mask(path: Path, args, shape):
     import numpy as np
 
-    from .slice_io import read_label_slice
+    from ..ct import read_label_slice
 
     mask = read_label_slice(path, args.slice_index)
     _check_shape(mask, shape, path, args.image_size)
@@ -287,9 +288,7 @@ def _read_mask(path: Path, args, shape):
 
 
 def _read_labels(path: Path, args, shape):
-    from ..label_maps import check_label_values
-    from ..labels import MALIGNANCY_LABEL_NAMES
-    from .slice_io import read_label_slice
+    from ..ct import MALIGNANCY_LABEL_NAMES, check_label_values, read_label_slice
 
     labels = read_label_slice(path, args.slice_index)
     _check_shape(labels, shape, path, args.image_size)
@@ -310,8 +309,7 @@ def _check_shape(mask, shape, path: Path, image_size: int) -> None:
 def _to_working_size(args, image, nodule=None, labels=None):
     """Resize to --image-size as the data recipe does: area averaging for the slice, area-weighted majority for
     the label map, and any coverage for the nodule mask (so a small nodule cannot vanish)."""
-    from ..data.masks import resize_label_map
-    from .slice_io import resize_binary_mask, resize_slice
+    from ..ct import resize_binary_mask, resize_label_map, resize_slice
 
     size = args.image_size
     if size and image.shape != (size, size):
@@ -332,30 +330,12 @@ def _to_working_size(args, image, nodule=None, labels=None):
 
 def _load_pipeline(args):
     import torch
-    from diffusers import DDIMScheduler, DDPMScheduler, RePaintScheduler
-    from diffusers.utils import logging as diffusers_logging
 
-    from ..pipelines.pipeline_lung_repaint import LungRePaintPipeline
-    from ..sources import local_or_hub
+    from ..pipelines import LungRePaintPipeline, load_pipeline
 
-    with local_or_hub(args.pipeline, "--pipeline") as source:
-        if isinstance(source, Path) and not (source / "model_index.json").is_file():
-            raise ValueError(f"{source} is not a pipeline folder (it has no model_index.json)")
-        loading_bar = diffusers_logging.is_progress_bar_enabled()
-        diffusers_logging.disable_progress_bar()  # the loading bar; the sampling bar is the pipeline's own
-        try:
-            pipe = LungRePaintPipeline.from_pretrained(source)
-        except (OSError, ValueError, TypeError) as error:
-            raise ValueError(f"could not load the pipeline {args.pipeline}: {error}") from None
-        finally:
-            if loading_bar:
-                diffusers_logging.enable_progress_bar()
-    pipe.set_progress_bar_config(disable=args.quiet)
-    if args.scheduler:
-        kind = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "repaint": RePaintScheduler}[args.scheduler]
-        pipe.scheduler = kind.from_config(pipe.scheduler.config)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return pipe.to(device)
+    pipe = load_pipeline(args.pipeline, args.scheduler, device, LungRePaintPipeline, progress_bar=not args.quiet)
+    return pipe
 
 
 def _repaint_settings(args) -> dict:

@@ -1,3 +1,4 @@
+from .loading import load_pipeline
 from .pipeline_lung_repaint import REPAINT_PRESETS, LungRePaintPipeline, LungRePaintPipelineOutput
 from .pipeline_lung_sdm import LungSDMPipeline, LungSDMPipelineOutput, scheduler_uses_learned_variance
 
@@ -7,5 +8,6 @@ __all__ = [
     "LungSDMPipeline",
     "LungSDMPipelineOutput",
     "REPAINT_PRESETS",
+    "load_pipeline",
     "scheduler_uses_learned_variance",
 ]

@@ -273,7 +273,7 @@ class LungRePaintPipeline(LungDiffusionPipeline):
             )
             raise ValueError(f"{what} must lie in {expected}; got values from {lo:g} to {hi:g}{hint}")
 
-    def prepare_mask(self, mask_image, image: torch.Tensor) -> torch.Tensor:
+    def prepare_mask(self, mask_image, image: torch.Tensor, allow_regenerating_all: bool = False) -> torch.Tensor:
         """The keep mask (1 = keep, 0 = regenerate) -> float ``(B, 1, H, W)`` of 0 and 1, one per image.
 
         Accepted: tensors or numpy arrays ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)`` of bool, 0/1, floats in
@@ -283,7 +283,7 @@ class LungRePaintPipeline(LungDiffusionPipeline):
         if isinstance(mask_image, (list, tuple)):
             if not mask_image:
                 raise ValueError("mask_image is an empty list")
-            mask = torch.cat([self.prepare_mask(item, image[:1]) for item in mask_image])
+            mask = torch.cat([self.prepare_mask(item, image[:1], allow_regenerating_all) for item in mask_image])
         else:
             mask = self._mask_tensor(mask_image)
         if mask.ndim == 2:
@@ -303,7 +303,7 @@ class LungRePaintPipeline(LungDiffusionPipeline):
             which = f"mask_image (image {index})" if mask.shape[0] > 1 else "mask_image"
             if bool(one.all()):
                 raise ValueError(f"{which} is all 1 (keep everything): there is nothing to regenerate")
-            if not bool(one.any()):
+            if not bool(one.any()) and not allow_regenerating_all:
                 raise ValueError(
                     f"{which} is all 0 (regenerate everything): there is no known region to inpaint from; "
                     "sample the model unconditionally instead"
@@ -466,16 +466,42 @@ class LungRePaintPipeline(LungDiffusionPipeline):
 
     # ------------------------------------------------------------------ schedule
 
-    def _timesteps(self, num_inference_steps: int, jump_length: int, jump_n_sample: int, device) -> torch.Tensor:
+    def _timesteps(
+        self, num_inference_steps: int, jump_length: int, jump_n_sample: int, device, strength: float = 1.0
+    ) -> torch.Tensor:
         if isinstance(self.scheduler, RePaintScheduler):
             self.scheduler.set_timesteps(num_inference_steps, jump_length, jump_n_sample, device)
             return self.scheduler.timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        base = self.scheduler.timesteps  # descending: base[0] is the noisiest
-        order = [
-            num_inference_steps - 1 - k for k in repaint_schedule(num_inference_steps, jump_length, jump_n_sample)
-        ]
+        # descending: base[0] is the noisiest; with strength < 1 only the last share of the chain runs.
+        kept = self._kept_steps(num_inference_steps, strength)
+        base = self.scheduler.timesteps[num_inference_steps - kept :]
+        order = [kept - 1 - k for k in repaint_schedule(kept, jump_length, jump_n_sample)]
         return base[torch.tensor(order, device=base.device)]
+
+    @staticmethod
+    def _kept_steps(num_inference_steps: int, strength: float) -> int:
+        # As diffusers' image-to-image pipelines: the last strength share of the steps.
+        return min(int(num_inference_steps * strength), num_inference_steps)
+
+    def check_strength(self, strength, mask_image, num_inference_steps) -> None:
+        if isinstance(strength, bool) or not isinstance(strength, (int, float, np.number)) or not 0 < strength <= 1:
+            raise ValueError(f"strength must be a fraction of the chain in (0, 1], got {strength!r}")
+        if strength < 1:
+            if isinstance(self.scheduler, RePaintScheduler):
+                raise ValueError(
+                    "strength < 1 needs a DDPMScheduler or DDIMScheduler: "
+                    "pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)"
+                )
+            if isinstance(num_inference_steps, int) and self._kept_steps(num_inference_steps, strength) < 1:
+                raise ValueError(
+                    f"strength {strength:g} is below the first of {num_inference_steps} steps; raise it or use more steps"
+                )
+        elif mask_image is None:
+            raise ValueError(
+                "mask_image=None regenerates the whole image: give strength < 1 (start from the noised image), or "
+                "a mask_image (1 = keep, 0 = regenerate)"
+            )
 
     def _previous_timestep(self, timestep: int) -> int:
         """The timestep ``scheduler.step`` goes to from ``timestep`` (negative: the end of the chain)."""
@@ -531,7 +557,7 @@ class LungRePaintPipeline(LungDiffusionPipeline):
     def __call__(
         self,
         image: torch.Tensor | np.ndarray | PIL.Image.Image | list,
-        mask_image: torch.Tensor | np.ndarray | PIL.Image.Image | list,
+        mask_image: torch.Tensor | np.ndarray | PIL.Image.Image | list | None = None,
         segmentation: torch.Tensor | np.ndarray | PIL.Image.Image | list | None = None,
         num_inference_steps: int = 50,
         jump_length: int = 5,
@@ -546,6 +572,7 @@ class LungRePaintPipeline(LungDiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+        strength: float = 1.0,
     ) -> LungRePaintPipelineOutput | tuple:
         r"""
         Inpaint: regenerate where ``mask_image`` is 0, keep where it is 1.
@@ -555,7 +582,8 @@ class LungRePaintPipeline(LungDiffusionPipeline):
                 array (uint8, or float in [0, 1]), a PIL image (mode ``L``), or a list of them.
             mask_image: **1 = keep, 0 = regenerate** (diffusers' convention): ``(H, W)``, ``(B, H, W)`` or
                 ``(B, 1, H, W)`` (bool, 0/1, floats binarised at 0.5, uint8 0/255, PIL with 255 = keep). One mask for
-                all images or one per image. A mask that keeps everything or nothing is an error.
+                all images or one per image. A mask that keeps everything is an error; one that keeps nothing, or
+                `None`, regenerates the whole image and needs ``strength < 1`` (image to image).
             segmentation: SDM only: the (edited) label map(s) to condition on, the image's size, values in
                 ``[0, num_classes)``.
             num_inference_steps (`int`, defaults to 50): Reverse steps of the chain before jumps.
@@ -583,6 +611,11 @@ class LungRePaintPipeline(LungDiffusionPipeline):
             callback_on_step_end: Called as ``callback(pipe, i, t, {"latents": sample})`` after every entry of the
                 RePaint schedule (reverse steps and forward jumps); may return a replacement ``"latents"``.
             callback_on_step_end_tensor_inputs (`list[str]`): Tensors passed to the callback (``"latents"``).
+            strength (`float`, defaults to 1.0): As diffusers' image-to-image ``strength``: the chain starts from
+                the image noised to the last ``strength`` share of the ``num_inference_steps`` and runs only those
+                steps (1: from pure noise, as RePaint). With ``mask_image=None`` this reconstructs the whole image
+                from a partly noised copy: the AnoDDPM reconstruction behind :func:`lung_diffusers.inpainting.anomaly_map`.
+                DDPM and DDIM only.
 
         Returns:
             [`LungRePaintPipelineOutput`], or the tuple ``(images, True)``.
@@ -604,7 +637,9 @@ class LungRePaintPipeline(LungDiffusionPipeline):
             generator,
             callback_on_step_end_tensor_inputs,
         )
-        mask = self.prepare_mask(mask_image, original)
+        self.check_strength(strength, mask_image, num_inference_steps)
+        whole = mask_image is None
+        mask = torch.zeros_like(original[:, :1]) if whole else self.prepare_mask(mask_image, original, strength < 1)
         labels = self.prepare_segmentation(segmentation, original)
         self._guidance_scale, self._interrupt = 1.0, False
         device, dtype = self._execution_device, self.unet.dtype
@@ -615,9 +650,15 @@ class LungRePaintPipeline(LungDiffusionPipeline):
         known, known_mask, labels, corners = self.fit_to_model(original, mask, labels, size_handling)
         known, known_mask = known.to(device, dtype), known_mask.to(device, dtype)
 
-        sample = self.prepare_latents(tuple(known.shape), dtype, device, generator, latents)
-        timesteps = self._timesteps(num_inference_steps, jump_length, jump_n_sample, device)
+        timesteps = self._timesteps(num_inference_steps, jump_length, jump_n_sample, device, strength)
         self._num_timesteps = len(timesteps)
+        if strength < 1:
+            # Image to image: the real image noised to the first kept step (the prior's q(x_t | x_0)).
+            noise = self.prepare_latents(tuple(known.shape), dtype, device, generator, latents)
+            alpha = self._alpha_prod(int(timesteps[0])).to(device, torch.float32)
+            sample = (alpha.sqrt() * known + (1 - alpha).sqrt() * noise).to(dtype)
+        else:
+            sample = self.prepare_latents(tuple(known.shape), dtype, device, generator, latents)
         if isinstance(self.scheduler, RePaintScheduler):
             self.scheduler.eta = eta
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
@@ -635,7 +676,10 @@ class LungRePaintPipeline(LungDiffusionPipeline):
                 continue
             if t < t_last:
                 model_output, features = self._model_output(sample, t, maps, features, clip_denoised)
-                sample = self._reverse_step(model_output, t, sample, known, known_mask, generator, extra_step_kwargs)
+                if whole:
+                    sample = self.scheduler.step(model_output, t, sample, **extra_step_kwargs).prev_sample
+                else:
+                    sample = self._reverse_step(model_output, t, sample, known, known_mask, generator, extra_step_kwargs)
                 state_t = self._previous_timestep(t)
             else:
                 sample = self._jump_up(sample, state_t, t_last, generator)

@@ -7,7 +7,6 @@ sha256 of its weights, so a row names exactly the weights that made it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -100,31 +99,10 @@ def _file_sha256(path: Path) -> str:
 
 def load_pipeline(checkpoint: CheckpointRef, scheduler_class: str, device="cpu"):
     """The checkpoint's :class:`~lung_diffusers.LungSDMPipeline` with the chosen scheduler, quiet, on ``device``."""
-    from ..models import SemanticUNet2DModel
     from ..pipelines import LungSDMPipeline
+    from ..pipelines import load_pipeline as load
     from .schedulers import make_scheduler
 
-    with _quiet_diffusers():
-        pipe = LungSDMPipeline.from_pretrained(checkpoint.local_dir)
-    if not isinstance(pipe.unet, SemanticUNet2DModel):
-        raise ValueError(f"{checkpoint.name} is not a LungSDMPipeline (its U-Net is a {type(pipe.unet).__name__})")
+    pipe = load(checkpoint.local_dir, device=None, pipeline_class=LungSDMPipeline)
     pipe.scheduler = make_scheduler(scheduler_class, pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
-
-
-@contextlib.contextmanager
-def _quiet_diffusers():
-    """Hide diffusers' loading bar and its notes about the EMA fields in exported U-Net configs."""
-    from diffusers.utils import logging
-
-    verbosity = logging.get_verbosity()
-    bars = logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
