@@ -149,18 +149,6 @@ def write_tiny_recipe(folder):
     return folder
 
 
-def load_training_script(name: str):
-    """A script of ``training/`` (e.g. ``"train_prior_segmentation"``) imported as a module."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "training" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def save_tiny_prior(folder):
     """A tiny random healthy prior saved as a ``DDPMPipeline`` folder (what the evaluation scripts load)."""
     from diffusers import DDPMPipeline

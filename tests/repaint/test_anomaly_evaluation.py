@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from repaint_support import chest, load_training_script, save_tiny_prior, write_tiny_recipe
+from repaint_support import chest, save_tiny_prior, write_tiny_recipe
 
 from lung_diffusers.inpainting import (
     best_dice_threshold,
@@ -26,7 +26,10 @@ from lung_diffusers.inpainting.synthetic_nodules import lung_depth_mm, nodule_fi
 
 @pytest.fixture(scope="module")
 def script():
-    return load_training_script("evaluate_anomaly_maps")
+    """What ``training/evaluate_anomaly_maps.py`` runs."""
+    from lung_diffusers.inpainting import anomaly_map_evaluation
+
+    return anomaly_map_evaluation
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -147,7 +150,7 @@ def tiny_prior(tmp_path_factory):
 
 def test_the_script_end_to_end_on_a_tiny_prior(script, tiny_recipe, tiny_prior, tmp_path):
     from lung_diffusers import is_synthetic
-    from lung_diffusers.inpainting.anomaly_evaluation import best_dice_threshold
+    from lung_diffusers.evaluation import best_dice_threshold
 
     output = tmp_path / "evaluation"
     argv = [

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from repaint_support import load_training_script, make_pipe, save_tiny_prior, tiny_unet, write_tiny_recipe
+from repaint_support import make_pipe, save_tiny_prior, tiny_unet, write_tiny_recipe
 
 from lung_diffusers.segmentation import (
     IMAGE_ONLY,
@@ -28,7 +28,10 @@ from lung_diffusers.segmentation import (
 
 @pytest.fixture(scope="module")
 def script():
-    return load_training_script("train_prior_segmentation")
+    """What ``training/train_prior_segmentation.py`` runs."""
+    from lung_diffusers.training import prior_segmentation
+
+    return prior_segmentation
 
 
 # ---------------------------------------------------------------------------------------------- scores

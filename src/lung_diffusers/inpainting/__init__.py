@@ -7,6 +7,8 @@ Modules:
 - :mod:`.nodule_insertion`: :func:`insert_nodule`, a nodule (benign / malignant with a 7-class SDM) put into a slice.
 - :mod:`.nodule_edit`: :class:`NoduleEdit`, the result of either, and the mask handling they share.
 - :mod:`.anomaly_maps`: mask-free anomaly maps, AnoDDPM-style (partial noising, denoising with the prior).
+- :mod:`.anomaly_map_evaluation`: what ``training/evaluate_anomaly_maps.py`` runs: anomaly maps of held-out
+  patients scored against real and synthetic nodules (the report: :mod:`.anomaly_map_report`).
 - :mod:`.synthetic_nodules`: simple nodules painted into healthy slices at known places (ground truth).
 - :mod:`.evaluation_slices`: the held-out and training slices of the evaluations, with real or synthetic nodules.
 - :mod:`.difference_maps`: Listing 6's quantile clipping and the difference / uncertainty maps.
