@@ -7,6 +7,7 @@ import pytest
 
 PACKAGES = [
     "lung_diffusers",
+    "lung_diffusers.ct",
     "lung_diffusers.data",
     "lung_diffusers.inpainting",
     "lung_diffusers.pipelines",

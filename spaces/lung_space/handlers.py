@@ -17,6 +17,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from lung_diffusers.ct import ALL_NODULE_CLASSES, MALIGNANCY_SCHEME, NODULE, label_scheme
+
 from . import display
 from .mask_painting import default_pixel_mm, display_to_mask, nodule_disc, painted_labels, place_nodule
 from .model_service import ModelService, fresh_output_dir, write_synthesis
@@ -118,7 +120,8 @@ class SpaceHandlers:
     def place_nodule(self, mask, pixel_mm, diameter_mm, nodule_class, event: gr.SelectData):
         labels = self.labels_from_editor(mask)
         row, col = display_to_mask(event.index, self.scale)
-        label = 6 if self.num_classes == 7 and nodule_class == "malignant" else 5
+        scheme = label_scheme(self.num_classes)
+        label = scheme.nodule_class(nodule_class if scheme.tells_malignancy else None)
         spacing = float(pixel_mm or 0)
         edited = place_nodule(labels, (row, col), float(diameter_mm), (spacing, spacing), label)
         added = int(((edited == label) & (labels != label)).sum())
@@ -212,7 +215,7 @@ class SpaceHandlers:
     @staticmethod
     def painted_nodule(value) -> np.ndarray:
         """Where the user painted on the slice (the brush's layer), at slice size: any painted block counts."""
-        from lung_diffusers.inpainting.slice_io import resize_binary_mask
+        from lung_diffusers.ct import resize_binary_mask
 
         layers = (
             [] if value is None else [np.asarray(layer) for layer in value.get("layers") or [] if layer is not None]
@@ -239,8 +242,8 @@ class SpaceHandlers:
         if source == MASK_SOURCES[1]:
             if not labels_file:
                 raise ValueError("load the slice's label map, or paint the nodule")
-            labels = read_slice_labels(labels_file, slice_index, 7)
-            nodule = np.isin(labels, (5, 6))
+            labels = read_slice_labels(labels_file, slice_index, MALIGNANCY_SCHEME.num_classes)
+            nodule = np.isin(labels, ALL_NODULE_CLASSES)
             if not nodule.any():
                 raise ValueError("the label map has no nodule (class 5 or 6) on this slice; paint it instead")
             return nodule
@@ -293,9 +296,11 @@ class SpaceHandlers:
         spacing = float(pixel_mm or default_pixel_mm(REAL_SLICE_SIZE))
         disc = nodule_disc(image.shape, (row, col), float(diameter_mm), (spacing, spacing))
         labels = (
-            read_slice_labels(label_map_file, slice_index, 7) if label_map_file else np.zeros(image.shape, np.uint8)
+            read_slice_labels(label_map_file, slice_index, MALIGNANCY_SCHEME.num_classes)
+            if label_map_file
+            else np.zeros(image.shape, np.uint8)
         )
-        view = display.real_overlay_view(image, np.where(disc, 5, labels).astype(np.uint8))
+        view = display.real_overlay_view(image, np.where(disc, NODULE, labels).astype(np.uint8))
         return f"{row:.0f}, {col:.0f}", view
 
     def insert(

@@ -11,6 +11,8 @@ import os
 
 import gradio as gr
 
+from lung_diffusers.ct import NODULE, NODULE_SCHEME, label_scheme
+
 from .handlers import BLANK, MASK_SOURCES, SpaceHandlers, readable_errors
 from .mask_painting import class_names, css_colour, default_pixel_mm, palette
 from .model_service import MAX_EDIT_SAMPLES, MAX_IMAGES, REPAINT_SETTINGS, SCHEDULERS, ModelService, get_service
@@ -22,7 +24,7 @@ QUEUE_SIZE = int(os.environ.get("LUNG_SPACE_QUEUE_SIZE", "64"))
 MODEL_JOBS = {"concurrency_id": "model", "concurrency_limit": CONCURRENCY}
 LIGHT = {"concurrency_limit": None, "show_progress": "hidden"}  # loading and mask edits: quick, never queued behind
 # The brush colour for marking a nodule on a real slice (the nodule class colour).
-NODULE_PAINT = tuple(int(v) for v in palette(6)[5])
+NODULE_PAINT = tuple(int(v) for v in NODULE_SCHEME.colours[NODULE])
 
 INTRO = """\
 # lung-diffusers: synthetic lung CT slices from label maps
@@ -98,7 +100,7 @@ def build_app(service: ModelService | None = None) -> gr.Blocks:
                             ["benign", "malignant"],
                             value="malignant",
                             label="Nodule class",
-                            visible=h.num_classes == 7,
+                            visible=label_scheme(h.num_classes).tells_malignancy,
                         )
                         click_view = gr.Image(
                             value=first_view,
@@ -234,7 +236,7 @@ def build_app(service: ModelService | None = None) -> gr.Blocks:
                             ["benign", "malignant"],
                             value="malignant",
                             label="Nodule class",
-                            visible=h.num_classes == 7,
+                            visible=label_scheme(h.num_classes).tells_malignancy,
                         )
                     insert_btn = gr.Button("Insert a nodule", variant="primary")
                     edit_gallery = gr.Gallery(

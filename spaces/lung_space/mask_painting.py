@@ -12,13 +12,12 @@ import math
 
 import numpy as np
 
-from lung_diffusers.data.contact_sheet import mask_to_rgb
-from lung_diffusers.labels import BACKGROUND, label_names
+from lung_diffusers.ct import BACKGROUND, LABEL_SCHEMES, label_names
 
 # Pixel spacing of a blank mask, which has no scan behind it: a 360 mm field of view across the slice, the
 # example masks' own (LIDC-IDRI scans span 350-420 mm). 5.625 mm per pixel at 64 px.
 DEFAULT_FIELD_OF_VIEW_MM = 360.0
-SUPPORTED_CLASS_COUNTS = (6, 7)
+SUPPORTED_CLASS_COUNTS = tuple(LABEL_SCHEMES)
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -28,7 +27,7 @@ def palette(num_classes: int) -> np.ndarray:
     """
     if num_classes not in SUPPORTED_CLASS_COUNTS:
         raise ValueError(f"the Space paints 6- or 7-class label maps, this model has {num_classes} classes")
-    return mask_to_rgb(np.arange(num_classes)[None], malignancy=num_classes == 7)[0]
+    return LABEL_SCHEMES[num_classes].colours
 
 
 def class_names(num_classes: int) -> list[str]:

@@ -15,10 +15,17 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from lung_diffusers.data.masks import resize_label_map
+from lung_diffusers.ct import (
+    BENIGN_NODULE,
+    MALIGNANT_NODULE,
+    label_scheme,
+    read_ct_slice,
+    read_label_slice,
+    resize_binary_mask,
+    resize_label_map,
+    resize_slice,
+)
 from lung_diffusers.inpainting.settings import RECIPE_IMAGE_SIZE
-from lung_diffusers.inpainting.slice_io import read_ct_slice, read_label_slice, resize_binary_mask, resize_slice
-from lung_diffusers.labels import BENIGN_NODULE, MALIGNANT_NODULE
 
 from .mask_painting import DEFAULT_FIELD_OF_VIEW_MM
 
@@ -34,9 +41,7 @@ def _name(path) -> str:
 def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
     if labels.size and int(labels.max()) >= num_classes:
         found = sorted(int(v) for v in np.unique(labels) if v >= num_classes)
-        hint = (
-            " (6 = malignant nodule needs a 7-class model; relabel it 5)" if num_classes == 6 and found == [6] else ""
-        )
+        hint = label_scheme(num_classes).unknown_label_hint(found)
         raise ValueError(
             f"{where} holds label value(s) {found[:5]}, but this model knows classes 0-{num_classes - 1} "
             f"(0 background, 1 body, 2 left lung, 3 right lung, 4 trachea, 5+ nodule){hint}. If it is a picture of "

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping
 from importlib import import_module
 
-from diffusers.utils import deprecate
-
 REMOVAL_VERSION = "1.0.0"
 
 
@@ -24,6 +22,9 @@ def moved_names(
     def __getattr__(name: str):
         if name not in moved:
             raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
+        # Imported here: diffusers pulls in torch, which the data recipe's worker processes never need.
+        from diffusers.utils import deprecate
+
         deprecate(
             f"{old_module}.{name}",
             REMOVAL_VERSION,

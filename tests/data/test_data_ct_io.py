@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lung_diffusers.data.ct_io import read_ct_volume, read_label_volume, unwindow_hu, window_hu
+from lung_diffusers.ct import read_ct_volume, read_label_volume, unwindow_hu, window_hu
 
 
 def test_window_hu_maps_the_lung_window_linearly_and_clips():

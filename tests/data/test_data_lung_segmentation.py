@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lung_diffusers.data.ct_io import CTVolume, read_ct_volume, window_hu
+from lung_diffusers.ct import CTVolume, read_ct_volume, window_hu
 from lung_diffusers.data.luna16 import read_luna16_annotations
 from lung_diffusers.data.lung_segmentation import (
     AIR_THRESHOLD_HU,

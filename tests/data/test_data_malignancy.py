@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lung_diffusers.data.ct_io import read_ct_volume
+from lung_diffusers.ct import read_ct_volume
 from lung_diffusers.data.luna16 import NoduleAnnotation, read_luna16_annotations
 from lung_diffusers.data.malignancy import (
     NoduleMalignancy,

@@ -4,7 +4,8 @@ import pytest
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from lung_diffusers.data.contact_sheet import MASK_COLORS_RGB, contact_sheet, mask_to_rgb
+from lung_diffusers.ct import LABEL_NAMES, MALIGNANCY_LABEL_NAMES, MASK_COLORS_RGB, mask_to_rgb, resize_label_map
+from lung_diffusers.data.contact_sheet import contact_sheet
 from lung_diffusers.data.masks import (
     BODY,
     LEFT_LUNG,
@@ -16,9 +17,7 @@ from lung_diffusers.data.masks import (
     kmeans_two_cluster_threshold,
     nodule_mask_from_annotation,
     resize_ct_image,
-    resize_label_map,
 )
-from lung_diffusers.labels import LABEL_NAMES, MALIGNANCY_LABEL_NAMES
 
 
 def _chest_phantom() -> np.ndarray:

@@ -22,7 +22,7 @@ import yaml
 from huggingface_hub import HfApi
 from PIL import Image
 
-from lung_diffusers.data.ct_io import read_ct_volume, window_hu
+from lung_diffusers.ct import read_ct_volume, window_hu
 from lung_diffusers.data.luna16_dataset import prepare_luna16_dataset, push_dataset_to_hub, read_series_records
 from lung_diffusers.data.lung_segmentation import segment_lungs_and_trachea
 from lung_diffusers.data.masks import (

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lung_diffusers.data.ct_io import CTVolume, window_hu
+from lung_diffusers.ct import CTVolume, window_hu
 from lung_diffusers.data.luna16 import NoduleAnnotation
 from lung_diffusers.data.malignancy import NoduleMalignancy
 from lung_diffusers.data.masks import (

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from lung_diffusers import is_synthetic
 from lung_diffusers.cli import main as cli
-from lung_diffusers.data.ct_io import unwindow_hu
+from lung_diffusers.ct import unwindow_hu
 from lung_diffusers.data.luna16_dataset import prepare_luna16_dataset
 from lung_diffusers.data.slice_export import DatasetSpec, export_slice
 from lung_diffusers.inpainting import read_ct_slice, read_label_slice

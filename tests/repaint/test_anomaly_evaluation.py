@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from repaint_support import chest, save_tiny_prior, write_tiny_recipe
 
+from lung_diffusers.ct import hu_from_image
 from lung_diffusers.inpainting import (
     best_dice_threshold,
     dice_at_threshold,
@@ -20,7 +21,6 @@ from lung_diffusers.inpainting import (
     pixel_auroc,
     place_synthetic_nodule,
 )
-from lung_diffusers.inpainting.slice_io import hu_from_image
 from lung_diffusers.inpainting.synthetic_nodules import lung_depth_mm, nodule_fits
 
 

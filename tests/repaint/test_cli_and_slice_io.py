@@ -10,8 +10,8 @@ from repaint_support import NODULE_SERIES, NODULE_SLICE, prior_scheduler, tiny_s
 
 from lung_diffusers import LungSDMPipeline, is_synthetic
 from lung_diffusers.cli import main
+from lung_diffusers.ct import resize_slice
 from lung_diffusers.inpainting import image_from_hu, read_ct_slice, read_label_slice
-from lung_diffusers.inpainting.slice_io import resize_slice
 
 FAST_FLAGS = ["--steps", "6", "--jump-length", "2", "--jump-n-sample", "2"]
 

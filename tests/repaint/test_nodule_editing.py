@@ -8,6 +8,7 @@ import pytest
 from repaint_support import FAST, make_pipe, tiny_sdm, tiny_unet
 
 from lung_diffusers import insert_nodule, is_synthetic, remove_nodule
+from lung_diffusers.ct import LEFT_LUNG, MALIGNANT_NODULE, NODULE
 from lung_diffusers.inpainting import (
     difference_map,
     dilate_mask,
@@ -16,7 +17,6 @@ from lung_diffusers.inpainting import (
     nodule_mask_from_labels,
     quantile_clip,
 )
-from lung_diffusers.labels import LEFT_LUNG, MALIGNANT_NODULE, NODULE
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from lung_space.mask_painting import (
     rgb_to_classes,
 )
 
-from lung_diffusers.data.contact_sheet import MASK_COLORS_RGB
+from lung_diffusers.ct import MASK_COLORS_RGB
 
 
 @pytest.mark.parametrize("num_classes", [6, 7])

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from lung_diffusers.labels import LEFT_LUNG, NODULE, RIGHT_LUNG
+from lung_diffusers.ct import LEFT_LUNG, NODULE, RIGHT_LUNG
 from lung_diffusers.synthesis.mask_plan import MaskSampler, image_seed, nodule_position, wants_nodule
 from lung_diffusers.synthesis.mask_source import load_mask_source
 from lung_diffusers.synthesis.settings import MaskSpec, SynthesisSettings

@@ -11,7 +11,7 @@ import pytest
 from synthesis_support import rows_of, run_in_process, run_killed
 
 from lung_diffusers import is_synthetic
-from lung_diffusers.labels import NODULE
+from lung_diffusers.ct import NODULE
 
 NUM_IMAGES, BATCH_SIZE = 10, 4  # the standard run: batches of 4, 4 and 2
 

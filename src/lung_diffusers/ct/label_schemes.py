@@ -114,7 +114,9 @@ MALIGNANCY_SCHEME = LabelScheme(
     MappingProxyType({"benign": BENIGN_NODULE, "malignant": MALIGNANT_NODULE}),
     dataset_configs=("malignancy",),
 )
-LABEL_SCHEMES: Mapping[int, LabelScheme] = MappingProxyType({6: NODULE_SCHEME, 7: MALIGNANCY_SCHEME})
+LABEL_SCHEMES: Mapping[int, LabelScheme] = MappingProxyType(
+    {scheme.num_classes: scheme for scheme in (NODULE_SCHEME, MALIGNANCY_SCHEME)}
+)
 # Every value that is a nodule in some scheme: finds nodules in a map without knowing its model.
 ALL_NODULE_CLASSES: tuple[int, ...] = tuple(sorted({c for s in LABEL_SCHEMES.values() for c in s.nodule_classes}))
 

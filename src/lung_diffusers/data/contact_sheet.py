@@ -1,7 +1,7 @@
 """A contact sheet: a few CT slices of a prepared dataset above the same slices with their masks overlaid.
 
-Colours follow the thesis' Figure 3.2 (black background, blue body, orange left lung, green right
-lung, cyan trachea), with nodules in red (benign yellow, malignant red in malignancy maps).
+Colours are the label schemes' (:func:`lung_diffusers.ct.mask_to_rgb`): the thesis' Figure 3.2 (black background,
+blue body, orange left lung, green right lung, cyan trachea), with nodules in red.
 """
 
 from __future__ import annotations
@@ -13,31 +13,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from lung_diffusers.atomic_write import write_bytes_atomically
-from lung_diffusers.labels import BODY, LABEL_NAMES, NODULE
 
-# RGB per class value 0-6.
-MASK_COLORS_RGB = np.array(
-    [
-        [0, 0, 0],  # background
-        [40, 70, 220],  # body
-        [255, 150, 0],  # left lung
-        [40, 190, 60],  # right lung
-        [0, 230, 230],  # trachea
-        [230, 30, 30],  # nodule (benign nodule in malignancy maps)
-        [230, 30, 30],  # malignant nodule
-    ],
-    np.uint8,
-)
+from .._moved_names import moved_names
+from ..ct import ALL_NODULE_CLASSES, BODY, NODULE_SCHEME, label_schemes
 
-
-def mask_to_rgb(mask: np.ndarray, malignancy: bool = False) -> np.ndarray:
-    """Colour a label map (values 0-6) for display; ``malignancy=True`` shows benign nodules (5) in yellow."""
-    colors = MASK_COLORS_RGB.copy()
-    if malignancy:
-        colors[5] = [250, 220, 0]
-    if mask.max(initial=0) >= len(colors):
-        raise ValueError(f"mask values must be 0-{len(colors) - 1}, found {mask.max()}")
-    return colors[mask]
+# mask_to_rgb and MASK_COLORS_RGB are not names of this module, so their old import path here warns.
+__getattr__, __dir__ = moved_names(__name__, "lung_diffusers.ct", ("mask_to_rgb", "MASK_COLORS_RGB"), globals())
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45) -> np.ndarray:
@@ -47,12 +28,12 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45) -> 
     is shown by its outline only, so the CT stays readable (and the PNG small).
     """
     grey = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
-    coloured = mask_to_rgb(mask).astype(np.float32)
+    coloured = label_schemes.mask_to_rgb(mask).astype(np.float32)
     # Nodules are small: nearly opaque, so they stand out at thumbnail size.
-    alpha = np.where(mask >= NODULE, max(opacity, 0.85), opacity)[..., None]
+    alpha = np.where(np.isin(mask, ALL_NODULE_CLASSES), max(opacity, 0.85), opacity)[..., None]
     blended = np.where((mask > BODY)[..., None], (1 - alpha) * grey + alpha * coloured, grey)
     outline = cv2.morphologyEx((mask > 0).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-    blended[outline] = MASK_COLORS_RGB[BODY]
+    blended[outline] = NODULE_SCHEME.colours[BODY]
     return np.rint(blended).astype(np.uint8)
 
 
@@ -127,14 +108,14 @@ def _decode(png: bytes) -> np.ndarray:
 
 def _legend(width: int, height: int = 24) -> np.ndarray:
     legend = np.zeros((height, width, 3), np.uint8)
-    names = LABEL_NAMES
+    names, colours = NODULE_SCHEME.display_names(), NODULE_SCHEME.colours
     step = width // len(names)
     for value, name in enumerate(names):
         x = value * step + 4
-        cv2.rectangle(legend, (x, 6), (x + 11, 17), MASK_COLORS_RGB[value].tolist() if value else [90, 90, 90], -1)
+        cv2.rectangle(legend, (x, 6), (x + 11, 17), colours[value].tolist() if value else [90, 90, 90], -1)
         cv2.putText(
             legend,
-            name.replace("_", " "),
+            name,
             (x + 15, 16),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.38,

@@ -9,9 +9,9 @@ from pathlib import Path
 from huggingface_hub import DatasetCardData
 
 from lung_diffusers.atomic_write import write_text_atomically
+from lung_diffusers.ct import MALIGNANCY_LABEL_NAMES
 from lung_diffusers.data.dataset_layout import CARD_FILE, PATIENT_SPLITS_FILE, PrepareSettings, SeriesRecord
 from lung_diffusers.data.splits import SPLITS
-from lung_diffusers.labels import MALIGNANCY_LABEL_NAMES
 
 CITATIONS = """\
 - Data: Armato III SG, McLennan G, Bidaut L, McNitt-Gray MF, Meyer CR, Reeves AP, et al. (2015).

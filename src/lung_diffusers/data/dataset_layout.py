@@ -32,10 +32,10 @@ from pathlib import Path
 
 import datasets
 
+from lung_diffusers.ct import HU_WINDOW
 from lung_diffusers.data.lung_segmentation import HU_SEGMENTATION_SOURCE, OFFICIAL_MASK_SOURCE
 from lung_diffusers.data.slice_selection import HEALTHY_STRIDE, MIN_LUNG_AREA_MM2
 from lung_diffusers.data.splits import DEFAULT_TEST_FRACTION, SPLITS, check_test_fraction
-from lung_diffusers.labels import HU_WINDOW
 
 CONFIGS = ("healthy", "nodule", "malignancy")
 NODULE_SLICE_MODES = ("center", "all")

@@ -32,8 +32,8 @@ import SimpleITK as sitk
 from tqdm.auto import tqdm
 
 from lung_diffusers.atomic_write import atomic_file, remove_stale_temporary_files, write_text_atomically
+from lung_diffusers.ct import CTVolume, read_ct_volume
 from lung_diffusers.data.contact_sheet import write_contact_sheet
-from lung_diffusers.data.ct_io import CTVolume, read_ct_volume
 from lung_diffusers.data.dataset_card import write_dataset_card
 from lung_diffusers.data.dataset_layout import (
     CARD_FILE,

@@ -38,7 +38,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from lung_diffusers.data.ct_io import CTVolume, read_label_volume
+from lung_diffusers.ct import CTVolume, read_label_volume
 from lung_diffusers.data.masks import LEFT_LUNG, RIGHT_LUNG, TRACHEA
 
 AIR_THRESHOLD_HU = -320.0

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lung_diffusers.data.ct_io import CTVolume
+from lung_diffusers.ct import CTVolume
 from lung_diffusers.data.luna16 import NoduleAnnotation
 
 MALIGNANCY_THRESHOLD = 3.0

@@ -11,7 +11,7 @@ Classes (pixel values of the stored mask PNGs):
   nodule and 6 a malignant one.
 
 Where structures overlap, the higher class wins, as in the thesis' ``argmax`` over the stacked
-``class * mask`` images.
+``class * mask`` images. The class ids are :mod:`lung_diffusers.ct`'s, re-exported here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-from ..labels import (  # noqa: F401 (class ids are part of this module's interface)
+from .._moved_names import moved_names
+from ..ct import (  # noqa: F401 (class ids are part of this module's interface)
     BACKGROUND,
     BENIGN_NODULE,
     BODY,
@@ -30,6 +31,7 @@ from ..labels import (  # noqa: F401 (class ids are part of this module's interf
     NODULE,
     RIGHT_LUNG,
     TRACHEA,
+    resize_slice,
 )
 
 # Thesis: "Each slice is intensity thresholded at 127" on the lung-window image, i.e. about -303 HU.
@@ -130,24 +132,9 @@ def compose_label_map(body: np.ndarray, lungs_and_trachea: np.ndarray, nodules: 
     return labels
 
 
-def resize_label_map(labels: np.ndarray, size: int) -> np.ndarray:
-    """Resize a label map to ``size x size``, giving each output pixel its majority class by area.
-
-    Plain nearest-neighbour sampling can drop a nodule only a few pixels wide when halving the
-    resolution; area-weighted voting keeps every structure that covers most of an output pixel.
-    Ties go to the higher class (the same priority as :func:`compose_label_map`).
-    """
-    if labels.shape == (size, size):
-        return labels.copy()
-    classes = np.arange(int(labels.max()) + 1)
-    coverage = np.stack(
-        [cv2.resize((labels == c).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) for c in classes]
-    )
-    return (classes[-1] - np.argmax(coverage[::-1], axis=0)).astype(np.uint8)
-
-
 def resize_ct_image(windowed_slice: np.ndarray, size: int) -> np.ndarray:
     """Resize a uint8 CT slice to ``size x size`` (area averaging when shrinking, so no aliasing)."""
-    if windowed_slice.shape == (size, size):
-        return windowed_slice.copy()
-    return cv2.resize(windowed_slice, (size, size), interpolation=cv2.INTER_AREA)
+    return resize_slice(windowed_slice, size)
+
+
+__getattr__, __dir__ = moved_names(__name__, "lung_diffusers.ct", ("resize_label_map",), globals())

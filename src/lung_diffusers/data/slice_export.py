@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..labels import HU_WINDOW
+from ..ct import HU_WINDOW
 
 TOOL = "export-slice"
 SLICE_PNG, SLICE_NIFTI = "slice.png", "slice.nii.gz"
@@ -175,7 +175,7 @@ def _write_slice(found: RecipeSlice, path) -> dict[str, Path]:
     import numpy as np
 
     from ..atomic_write import write_text_atomically
-    from .ct_io import unwindow_hu
+    from ..ct import unwindow_hu
 
     image = cv2.imdecode(np.frombuffer(found.image_png, np.uint8), cv2.IMREAD_GRAYSCALE)
     labels = cv2.imdecode(np.frombuffer(found.mask_png, np.uint8), cv2.IMREAD_UNCHANGED)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lung_diffusers.data.ct_io import HU_WINDOW, CTVolume, window_hu
+from lung_diffusers.ct import HU_WINDOW, CTVolume, resize_label_map, window_hu
 from lung_diffusers.data.lung_segmentation import LungLabels
 from lung_diffusers.data.malignancy import NoduleMalignancy
 from lung_diffusers.data.masks import (
@@ -28,7 +28,6 @@ from lung_diffusers.data.masks import (
     compose_label_map,
     nodule_mask_from_annotation,
     resize_ct_image,
-    resize_label_map,
 )
 from lung_diffusers.data.slice_selection import NoduleSection, lung_area_mm2
 

@@ -13,13 +13,13 @@ Modules:
 - :mod:`.evaluation_slices`: the held-out and training slices of the evaluations, with real or synthetic nodules.
 - :mod:`.difference_maps`: Listing 6's quantile clipping and the difference / uncertainty maps.
 - :mod:`.figure`: input | mask | result | difference figures that say which panel is real.
-- :mod:`.slice_io`: one slice from PNG, NIfTI / MetaImage or a DICOM series (with a slice index).
 - :mod:`.settings`: default dilations, noise level and the recipe's slice size.
 - :mod:`.commands`: the ``remove-nodule``, ``insert-nodule`` and ``anomaly-map`` subcommands of ``lung-diffusers``.
 
 Pixel AUROC and Dice of anomaly maps (the threshold picked on training patients) are
 :mod:`lung_diffusers.evaluation.anomaly_scores`, still exported here. Module 3, the prior-aware segmentation U-Net,
-is :mod:`lung_diffusers.segmentation`. The pipeline itself is :class:`lung_diffusers.LungRePaintPipeline`. Names are imported on first use.
+is :mod:`lung_diffusers.segmentation`. The pipeline itself is :class:`lung_diffusers.LungRePaintPipeline`. Reading
+slices and HU conversions are :mod:`lung_diffusers.ct` (re-exported here). Names are imported on first use.
 """
 
 from .._lazy import lazy_exports
@@ -46,11 +46,11 @@ _EXPORTS = {
     "difference_map": ".difference_maps",
     "quantile_clip": ".difference_maps",
     "mean_and_uncertainty": ".difference_maps",
-    "CTSlice": ".slice_io",
-    "read_ct_slice": ".slice_io",
-    "read_label_slice": ".slice_io",
-    "image_from_hu": ".slice_io",
-    "hu_from_image": ".slice_io",
+    "CTSlice": "..ct",
+    "read_ct_slice": "..ct",
+    "read_label_slice": "..ct",
+    "image_from_hu": "..ct",
+    "hu_from_image": "..ct",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..labels import HU_WINDOW
+from ..ct import ALL_NODULE_CLASSES, HU_WINDOW, as_window_image, hu_from_image, resize_binary_mask
 from ..output_folder import OutputFiles, output_folder
 from ..synthetic_marker import save_synthetic_nifti, save_synthetic_png
 from .difference_maps import difference_map, mean_and_uncertainty
 from .figure import Panel, difference_rgb, grey_rgb, magnitude_rgb, region_overlay_rgb, save_figure, view_box
-from .slice_io import as_window_image, hu_from_image, resize_binary_mask
 
 EDIT_KINDS = ("removal", "insertion")
 
@@ -194,7 +193,7 @@ def binary_nodule_mask(nodule_mask: np.ndarray, shape: tuple[int, int]) -> np.nd
     return mask
 
 
-def nodule_mask_from_labels(label_map: np.ndarray, nodule_classes: Sequence[int] = (5, 6)) -> np.ndarray:
+def nodule_mask_from_labels(label_map: np.ndarray, nodule_classes: Sequence[int] = ALL_NODULE_CLASSES) -> np.ndarray:
     """The nodule pixels of a recipe label map (class 5, or 5 benign / 6 malignant)."""
     return np.isin(np.asarray(label_map), list(nodule_classes))
 
@@ -256,7 +255,7 @@ def run_edit(
     mean, spread = mean_and_uncertainty(np.stack(differences))
     label_map = None
     if segmentation is not None:
-        from ..data.masks import resize_label_map
+        from ..ct import resize_label_map
 
         label_map = (
             resize_label_map(np.asarray(segmentation, np.uint8), size)

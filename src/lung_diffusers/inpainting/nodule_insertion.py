@@ -10,32 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..labels import BACKGROUND, BENIGN_NODULE, LABEL_NAMES, MALIGNANCY_LABEL_NAMES, MALIGNANT_NODULE, NODULE
+from ..ct import BACKGROUND, LABEL_SCHEMES, MALIGNANCY_SCHEME
 from .nodule_edit import NoduleEdit, binary_nodule_mask, run_edit
 from .settings import DEFAULT_INSERTION_DILATION_PX
 
-MALIGNANCY_CLASSES = {"benign": BENIGN_NODULE, "malignant": MALIGNANT_NODULE}
+MALIGNANCY_CLASSES = MALIGNANCY_SCHEME.malignancy_classes
 
 
 def nodule_class(num_classes: int, malignancy: str | None) -> int:
     """The label to paint for a model of ``num_classes`` classes; refuses what the model cannot do."""
-    if malignancy is not None and malignancy not in MALIGNANCY_CLASSES:
-        raise ValueError(f"malignancy must be 'benign', 'malignant' or None, got {malignancy!r}")
-    if num_classes == len(LABEL_NAMES):
-        if malignancy is not None:
-            raise ValueError(
-                f"a {malignancy} nodule (or changing benign <-> malignant) needs a 7-class malignancy SDM; this model "
-                "has 6 classes, with one nodule class: pass malignancy=None, or use a model trained on the recipe's "
-                "'malignancy' config"
-            )
-        return NODULE
-    if num_classes == len(MALIGNANCY_LABEL_NAMES):
-        if malignancy is None:
-            raise ValueError(
-                "this 7-class SDM tells benign (5) from malignant (6) nodules: pass malignancy='benign' or 'malignant'"
-            )
-        return MALIGNANCY_CLASSES[malignancy]
-    raise ValueError(f"nodule insertion needs a 6- or 7-class lung SDM, this one has {num_classes} classes")
+    scheme = LABEL_SCHEMES.get(num_classes)
+    if scheme is None:
+        raise ValueError(f"nodule insertion needs a 6- or 7-class lung SDM, this one has {num_classes} classes")
+    return scheme.nodule_class(malignancy)
 
 
 def edit_label_map(label_map: np.ndarray, nodule_mask: np.ndarray, label: int) -> np.ndarray:
@@ -96,7 +83,7 @@ def insert_nodule(
     if labels.size and int(labels.max()) >= num_classes:
         raise ValueError(
             f"the label map holds class {int(labels.max())}, which this {num_classes}-class SDM does not know"
-            + (" (6 = malignant nodule needs a 7-class model; relabel it 5)" if num_classes == 6 else "")
+            + LABEL_SCHEMES[num_classes].unknown_label_hint(labels)
         )
     edited = edit_label_map(labels, nodule_mask, label)
     return run_edit(

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..labels import HU_WINDOW, LEFT_LUNG, RIGHT_LUNG
-from .slice_io import as_window_image, hu_from_image, image_from_hu
+from ..ct import HU_WINDOW, LEFT_LUNG, RIGHT_LUNG, as_window_image, hu_from_image, image_from_hu
 
 # LUNA16's reference nodules are >= 3 mm; most are below 20 mm.
 DEFAULT_DIAMETER_MM = (4.0, 20.0)

@@ -14,7 +14,7 @@ from diffusers.models.unets.unet_2d_blocks import AttnDownBlock2D, DownBlock2D, 
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..label_maps import as_label_tensor
+from ..ct import as_label_tensor
 from .semantic_unet_2d_blocks import SPADEMidBlock2D, SPADEUpBlock2D
 from .spade import MapGroups
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 
+from ..ct import hu_from_image, image_from_model_range
 from ..synthetic_marker import synthetic_png_text
 
 OUTPUT_TYPES = ("pil", "np", "pt", "hu", "latent")
@@ -31,12 +32,11 @@ def postprocess_samples(samples: torch.Tensor, output_type: str, hu_window: tupl
         )
     if output_type == "latent":
         return samples
-    images = (samples / 2 + 0.5).clamp(0, 1)
+    images = image_from_model_range(samples)
     if output_type == "pt":
         return images
     if output_type == "hu":
-        low, high = hu_window
-        return (low + images.float().mean(dim=1) * (high - low)).cpu().numpy().astype(np.float32)
+        return hu_from_image(images.float().mean(dim=1).cpu().numpy(), hu_window)
     array = images.float().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
     if output_type == "np":
         return array

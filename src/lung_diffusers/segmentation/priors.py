@@ -18,8 +18,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..atomic_write import atomic_file
+from ..ct import as_window_image
 from ..inpainting.anomaly_maps import anomaly_map
-from ..inpainting.slice_io import as_window_image
 
 
 def prior_key(image: np.ndarray, settings: dict) -> str:

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
+from ..ct import NODULE
 from ..data.contact_sheet import contact_sheet
-from ..labels import NODULE
 from ..synthetic_marker import save_synthetic_png
 from .mask_plan import SAMPLE_STREAM
 from .mask_source import decode_mask

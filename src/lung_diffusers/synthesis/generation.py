@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .. import __version__
-from ..labels import NODULE
+from ..ct import NODULE
 from ..synthetic_marker import save_synthetic_png
 from .mask_plan import NO_EDIT, ImagePlan, MaskSampler
 from .mask_source import MaskSource

@@ -22,8 +22,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from ..inpainting.nodule_insertion import MALIGNANCY_CLASSES, disc_mask, edit_label_map
-from ..labels import LABEL_NAMES, LEFT_LUNG, MALIGNANCY_LABEL_NAMES, NODULE, RIGHT_LUNG
+from ..ct import LABEL_SCHEMES, LEFT_LUNG, RIGHT_LUNG
+from ..inpainting.nodule_insertion import disc_mask, edit_label_map
 from .mask_source import MaskSource
 from .settings import SynthesisSettings
 
@@ -134,12 +134,15 @@ class MaskSampler:
             )
 
     def nodule_label(self, rng: np.random.Generator) -> tuple[int, str | None]:
-        if self.settings.num_classes == len(MALIGNANCY_LABEL_NAMES):
+        scheme = LABEL_SCHEMES.get(self.settings.num_classes)
+        if scheme is None:
+            raise ValueError(
+                f"placing nodules needs a 6- or 7-class lung model, this one has {self.settings.num_classes}"
+            )
+        if scheme.tells_malignancy:
             malignancy = "malignant" if rng.random() < self.settings.malignant_fraction else "benign"
-            return MALIGNANCY_CLASSES[malignancy], malignancy
-        if self.settings.num_classes == len(LABEL_NAMES):
-            return NODULE, None
-        raise ValueError(f"placing nodules needs a 6- or 7-class lung model, this one has {self.settings.num_classes}")
+            return scheme.nodule_class(malignancy), malignancy
+        return scheme.nodule_class(), None
 
     @lru_cache(maxsize=4)  # noqa: B019 (a sampler lives as long as its run)
     def _permutation(self, round_index: int) -> np.ndarray:

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..data.masks import resize_label_map
-from ..labels import LABEL_NAMES, LEFT_LUNG, MALIGNANCY_LABEL_NAMES, NODULE, RIGHT_LUNG
+from ..ct import LABEL_NAMES, LEFT_LUNG, MALIGNANCY_LABEL_NAMES, NODULE, RIGHT_LUNG, resize_label_map
 from ..sources import local_or_hub
 from .settings import MaskSpec
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..data.masks import resize_label_map
+from ..ct import resize_label_map
 from .checkpoint import load_pipeline, resolve_checkpoint
 from .generation import png_metadata, run_pipeline, synthetic_png_bytes
 from .mask_plan import PlacedNodule, apply_edit

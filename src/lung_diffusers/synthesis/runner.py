@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..labels import MALIGNANCY_LABEL_NAMES
+from ..ct import MALIGNANCY_LABEL_NAMES
 from .card import write_dataset_card
 from .checkpoint import CheckpointRef, load_pipeline, resolve_checkpoint
 from .dataset_files import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..labels import NODULE, label_names
+from ..ct import NODULE, label_names
 from .mask_source import decode_mask
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from lung_diffusers.label_maps import as_label_tensor, check_label_map_size, check_label_values
+from lung_diffusers.ct import as_label_tensor, check_label_map_size, check_label_values
 
 
 def recipe_like_labels(size: int = 64) -> np.ndarray:
