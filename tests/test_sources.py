@@ -101,12 +101,8 @@ def test_the_repaint_commands_loader(cwd):
 
 
 def test_the_fidelity_scripts_loaders(cwd):
-    import importlib.util
+    from lung_diffusers.training import fidelity_evaluation as evaluate_fidelity
 
-    path = Path(__file__).resolve().parents[1] / "training" / "evaluate_fidelity.py"
-    spec = importlib.util.spec_from_file_location("evaluate_fidelity", path)
-    evaluate_fidelity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate_fidelity)
     args = argparse.Namespace(pipeline="./nopipe", scheduler="dpm", device="cpu")
     with pytest.raises(FileNotFoundError, match=f"^--pipeline ./nopipe: {cwd}/nopipe does not exist$"):
         evaluate_fidelity.load_pipeline(args)

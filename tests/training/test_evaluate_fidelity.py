@@ -1,34 +1,28 @@
-"""training/evaluate_fidelity.py and its metrics (lung_diffusers.training.fidelity).
+"""training/evaluate_fidelity.py (lung_diffusers.training.fidelity_evaluation) and its metrics
+(lung_diffusers.evaluation.fidelity).
 
 The metrics are checked on arrays with known answers, the Dice rule on real slices of the held-out patient
 (LIDC-IDRI-0001, prepared once per module by the data recipe), and the script end to end with a tiny random
 pipeline: its output is noise, so only the plumbing and the real-slice figures are checked.
 """
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lung_diffusers.training import fidelity
+from lung_diffusers.evaluation import fidelity
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 HELD_OUT_SERIES = "1.3.6.1.4.1.14519.5.2.1.6279.6001.179049373636438705059720603192"  # LIDC-IDRI-0001
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_fidelity", REPO_ROOT / "training" / "evaluate_fidelity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def evaluate_fidelity():
-    return load_script()
+    """What ``training/evaluate_fidelity.py`` runs."""
+    from lung_diffusers.training import fidelity_evaluation
+
+    return fidelity_evaluation
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -148,7 +142,8 @@ def datasets_cache_dir(tmp_path_factory):
 
 def test_real_mid_chest_slices_score_high(held_out_dataset, datasets_cache_dir):
     """The rules are sane: real mid-chest slices at 64 px have a lung Dice above 0.8 and meet the HU targets."""
-    from lung_diffusers.training.slice_data import SliceTrainingData, load_slice_dataset
+    from lung_diffusers.data.slice_dataset import load_slice_dataset
+    from lung_diffusers.training.slice_data import SliceTrainingData
 
     folder, split = held_out_dataset
     dataset = load_slice_dataset(str(folder), ["healthy", "nodule"], split, datasets_cache_dir)
@@ -235,7 +230,8 @@ def test_script_end_to_end_writes_report_csv_grid_and_card(
     assert not report["targets_met"]["lung_dice"] and "missed: lung Dice" in report["verdict"]  # noise
     # The real slices of the held-out patient meet the HU targets and have a high lung Dice.
     # The real figures are those of the first and last rows (spread over the split), resized as in training.
-    from lung_diffusers.training.slice_data import SliceTrainingData, load_slice_dataset
+    from lung_diffusers.data.slice_dataset import load_slice_dataset
+    from lung_diffusers.training.slice_data import SliceTrainingData
 
     dataset = load_slice_dataset(str(folder), ["healthy", "nodule"], split, datasets_cache_dir)
     items = [SliceTrainingData(dataset, 32)[(row, 0)] for row in (0, len(dataset) - 1)]

@@ -27,6 +27,8 @@ _EXPORTS = {
     "mid_chest": ".fidelity",
     "mean_over_images": ".fidelity",
     "targets_met": ".fidelity",
+    "summarize_fidelity": ".fidelity_report",
+    "build_fidelity_report": ".fidelity_report",
     "dice_score": ".overlap",
     "dice_and_iou": ".overlap",
     "Interval": ".bootstrap",
