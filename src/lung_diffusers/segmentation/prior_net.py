@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic_write import atomic_directory, write_text_atomically
+from ..ct import model_range_from_image
 
 WITH_PRIOR, IMAGE_ONLY = "with-prior", "image-only"
 VARIANTS = (WITH_PRIOR, IMAGE_ONLY)
@@ -58,7 +59,7 @@ def network_input(images: torch.Tensor | np.ndarray, priors: torch.Tensor | np.n
     images = torch.as_tensor(np.asarray(images, np.float32) if isinstance(images, np.ndarray) else images).float()
     if images.ndim == 2:
         images = images[None]
-    channels = [images * 2 - 1]
+    channels = [model_range_from_image(images)]
     if priors is not None:
         priors = torch.as_tensor(np.asarray(priors, np.float32) if isinstance(priors, np.ndarray) else priors).float()
         if priors.ndim == 2:
