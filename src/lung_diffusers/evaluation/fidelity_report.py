@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 
-from ..ct import mask_to_rgb
+from ..ct import mask_to_rgb, window_hu
 from . import fidelity
 
 CSV_FILE, GRID_FILE = "fidelity_per_image.csv", "fidelity_grid.png"
@@ -116,11 +116,9 @@ def fidelity_grid(
     scale: int,
 ) -> np.ndarray:
     """Rows of real slice | mask | synthetic as uint8 RGB, upscaled ``scale`` times (nearest neighbour)."""
-    low, high = hu_window
 
     def grey(hu: np.ndarray) -> np.ndarray:
-        unit = np.clip((np.asarray(hu) - low) / (high - low), 0, 1)
-        return np.repeat((unit * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+        return np.repeat(window_hu(hu, hu_window)[..., None], 3, axis=2)
 
     rows = [
         np.concatenate([grey(real), mask_to_rgb(mask, malignancy=malignancy), grey(synthetic)], axis=1)

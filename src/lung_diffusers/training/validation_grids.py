@@ -14,7 +14,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 
 from .. import LungSDMPipeline
-from ..ct import LEFT_LUNG, RIGHT_LUNG, mask_to_rgb
+from ..ct import LEFT_LUNG, RIGHT_LUNG, image_from_model_range, mask_to_rgb
 from ..data.slice_dataset import check_slice_dataset, load_slice_dataset
 from .slice_data import SliceTrainingData
 
@@ -65,7 +65,7 @@ def validation_grid(args, unet, scheduler, masks, reals) -> np.ndarray:
         samples = pipe(masks, num_inference_steps=args.validation_inference_steps, generator=generator, output_type="np")
         samples = samples.images[..., 0]
         grey = lambda a: np.repeat((np.clip(a, 0, 1) * 255).round().astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
-        rows = [np.concatenate([grey(r / 2 + 0.5), mask_to_rgb(m), grey(s)], axis=1) for r, m, s in zip(reals, masks, samples)]
+        rows = [np.concatenate([grey(image_from_model_range(r)), mask_to_rgb(m), grey(s)], axis=1) for r, m, s in zip(reals, masks, samples)]
         grid = np.concatenate(rows, axis=0)
     else:
         pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler.config))
