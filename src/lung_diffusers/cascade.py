@@ -24,3 +24,35 @@ def upsample_low_res(images: torch.Tensor, size: int | tuple[int, int]) -> torch
     if tuple(images.shape[-2:]) == size:
         return images.clone()
     return F.interpolate(images.float(), size=size, mode="bicubic", align_corners=False).clamp(-1.0, 1.0).to(images.dtype)
+
+
+def low_res_label_map(labels, size: int, nodule_classes=(5, 6)):
+    """The first stage's label map from a full-resolution one: a per-class area vote, nodules kept.
+
+    Each output pixel takes the class covering most of its block (ties to the higher class, as the data recipe
+    resizes masks: :func:`lung_diffusers.ct.resize_label_map`). A nodule is smaller than a block's other classes
+    at 64 px (a 4-mm nodule is under one pixel), so the vote alone would drop it: every nodule component of the
+    full map keeps at least the block it covers most, with its class.
+
+    Args:
+        labels: an integer label map ``(H, W)`` (numpy).
+        size: the first stage's side (e.g. 64).
+        nodule_classes: the nodule values of the scheme (5; or 5 and 6 for benign / malignant).
+    """
+    import cv2
+    import numpy as np
+    from scipy import ndimage
+
+    from .ct import resize_label_map
+
+    labels = np.asarray(labels)
+    small = resize_label_map(labels.astype(np.uint8), size)
+    for value in nodule_classes:
+        components, count = ndimage.label(labels == value)
+        for index in range(1, count + 1):
+            coverage = cv2.resize((components == index).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+            if (small[coverage > 0] == value).any():
+                continue  # the vote kept part of this nodule
+            row, col = np.unravel_index(int(np.argmax(coverage)), coverage.shape)
+            small[row, col] = value
+    return small

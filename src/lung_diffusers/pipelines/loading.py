@@ -12,13 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
-# model_index.json's _class_name -> the class that loads the folder by default.
-LOADERS: dict[str, str] = {
-    "LungSDMPipeline": "LungSDMPipeline",
-    "LungSDMUpscalePipeline": "LungSDMUpscalePipeline",
-    "LungRePaintPipeline": "LungRePaintPipeline",
-    "DDPMPipeline": "LungRePaintPipeline",  # the healthy prior, as train_sdm.py --model ddpm saves it
-}
+from .pipeline_folders import FOLDER_LOADERS as LOADERS  # model_index.json's _class_name -> its loader
 
 
 def _pipeline_class(name: str):

@@ -168,6 +168,7 @@ class LungRePaintPipeline(LungDiffusionPipeline):
     model_cpu_offload_seq = "unet"
     _repaint = True
     _unet_classes = ("UNet2DModel", "SemanticUNet2DModel")
+    _pipeline_classes = ("DDPMPipeline", "LungSDMPipeline", "LungRePaintPipeline")
 
     def __init__(
         self,
@@ -199,79 +200,6 @@ class LungRePaintPipeline(LungDiffusionPipeline):
         return "resize" if self.is_semantic else "crop"
 
     # ------------------------------------------------------------------ inputs
-
-    def prepare_image(self, image) -> torch.Tensor:
-        """An image or batch -> float ``(B, C, H, W)`` in [-1, 1], validated.
-
-        Accepted: torch tensors in [-1, 1] (``(B, C, H, W)``, ``(H, W)``, or ``(B, H, W)`` for 1-channel models);
-        numpy arrays, float in [0, 1] or uint8 (``(H, W)``, ``(B, H, W)``, ``(H, W, C)`` or ``(B, H, W, C)``);
-        PIL images (mode ``L``; ``RGB`` is converted to grey for 1-channel models); or a list of images.
-        """
-        channels = self.unet.config.in_channels
-        if isinstance(image, (list, tuple)):
-            if not image:
-                raise ValueError("image is an empty list")
-            parts = [self.prepare_image(item) for item in image]
-            if len({tuple(p.shape[1:]) for p in parts}) != 1:
-                raise ValueError(
-                    f"images in a list must share one size, got {sorted({tuple(p.shape[2:]) for p in parts})}"
-                )
-            return torch.cat(parts)
-        if isinstance(image, PIL.Image.Image):
-            if image.mode not in ("L", "RGB"):
-                raise ValueError(
-                    f"a PIL image must have mode L (grey) or RGB, got {image.mode}; for HU data pass a tensor in [-1, 1] "
-                    "(lung_diffusers.inpainting.image_from_hu)"
-                )
-            image = image.convert("L" if channels == 1 else "RGB")
-            image = np.asarray(image)
-        if isinstance(image, np.ndarray):
-            if image.dtype == np.uint8:
-                array = image.astype(np.float32) / 255.0
-            elif image.dtype.kind == "f":
-                array = image.astype(np.float32)
-                self._check_range(array, 0.0, 1.0, "a float numpy image", "[0, 1] (as diffusers' image processors)")
-            else:
-                raise TypeError(f"numpy images must be uint8 or float in [0, 1], got dtype {image.dtype}")
-            if array.ndim == 2:
-                array = array[None, ..., None]
-            elif array.ndim == 3:
-                # (H, W, C) when the last axis holds the model's channels (or 1), else a batch (B, H, W) of grey images
-                has_channel_axis = array.shape[-1] == 1 or (channels > 1 and array.shape[-1] == channels)
-                array = array[None] if has_channel_axis else array[..., None]
-            if array.ndim != 4:
-                raise ValueError(
-                    f"a numpy image must be (H, W), (B, H, W), (H, W, C) or (B, H, W, C), got {image.shape}"
-                )
-            return torch.from_numpy(array).permute(0, 3, 1, 2) * 2 - 1
-        if not torch.is_tensor(image):
-            raise TypeError(
-                f"image must be a torch tensor in [-1, 1], a numpy array, a PIL image or a list of them, got {type(image).__name__}"
-            )
-        if not image.is_floating_point():
-            raise TypeError(f"tensor images must be floating point in [-1, 1], got dtype {image.dtype}")
-        if image.ndim == 2:
-            image = image[None, None]
-        elif image.ndim == 3:
-            image = image[:, None] if channels == 1 else image[None]
-        if image.ndim != 4:
-            raise ValueError(f"a tensor image must be (B, C, H, W), (H, W) or (B, H, W), got {tuple(image.shape)}")
-        self._check_range(image, -1.0, 1.0, "a tensor image", "[-1, 1] (as diffusers' RePaintPipeline)")
-        return image
-
-    @staticmethod
-    def _check_range(values, low: float, high: float, what: str, expected: str, tolerance: float = 1e-4) -> None:
-        values = torch.as_tensor(values)
-        if not torch.isfinite(values).all():
-            raise ValueError(f"{what} contains NaN or infinite values")
-        lo, hi = float(values.min()), float(values.max())
-        if lo < low - tolerance or hi > high + tolerance:
-            hint = (
-                " (Hounsfield units? convert with lung_diffusers.inpainting.image_from_hu)"
-                if hi > 100 or lo < -100
-                else ""
-            )
-            raise ValueError(f"{what} must lie in {expected}; got values from {lo:g} to {hi:g}{hint}")
 
     def prepare_mask(self, mask_image, image: torch.Tensor, allow_regenerating_all: bool = False) -> torch.Tensor:
         """The keep mask (1 = keep, 0 = regenerate) -> float ``(B, 1, H, W)`` of 0 and 1, one per image.

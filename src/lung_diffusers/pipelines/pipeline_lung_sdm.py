@@ -108,9 +108,15 @@ class LungSDMPipeline(LungDiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _unet_classes = ("SemanticUNet2DModel",)
+    _pipeline_classes = ("LungSDMPipeline",)
 
     def __init__(self, unet: SemanticUNet2DModel, scheduler, hu_window: tuple[float, float] | list[float] = HU_WINDOW):
         super().__init__()
+        if getattr(unet, "is_super_resolution", False):
+            raise ValueError(
+                "this U-Net takes a low-resolution image (low_res_channels > 0): it is a cascade's second stage; "
+                "sample it with LungSDMUpscalePipeline, or both stages with LungSDMCombinedPipeline"
+            )
         self._init_pipeline(hu_window, unet=unet, scheduler=scheduler)
 
     # ------------------------------------------------------------------ inputs
@@ -351,6 +357,23 @@ class LungSDMPipeline(LungDiffusionPipeline):
 
     # ------------------------------------------------------------------ hub
 
+    # What the card says; the upscaler overrides the summary, usage and tags.
+    _card_tags = ("semantic-diffusion-model", "image-generation")
+
+    def _card_summary(self) -> str:
+        return (
+            "A Semantic Diffusion Model (SDM) that generates **synthetic** lung CT slices from semantic label "
+            "maps, packaged as a diffusers pipeline by lung-diffusers."
+        )
+
+    def _card_usage(self) -> str:
+        side = self.unet.config.sample_size
+        return (
+            f"mask = np.zeros(({side}, {side}), dtype=np.uint8)  # labels below\n"
+            "image = pipe(mask, num_inference_steps=50).images[0]\n"
+            'save_synthetic_png(image, "synthetic.png")  # keeps the synthetic mark'
+        )
+
     def model_card(self, repo_id: str = "path/to/pipeline", training=None, fidelity: str | None = None):
         """The pipeline's model card (synthetic-data warning, config summary, labels).
 
@@ -358,30 +381,27 @@ class LungSDMPipeline(LungDiffusionPipeline):
         """
         unet = self.unet.config
         names = label_names(unet.num_classes)
+        details = [
+            ("image size", f"{unet.sample_size} x {unet.sample_size}, {unet.in_channels} channel(s)"),
+            ("classes", str(unet.num_classes)),
+            ("learned variance", str(predicts_learned_variance(unet))),
+            ("U-Net channels", ", ".join(str(c) for c in unet.block_out_channels)),
+            ("parameters", f"{sum(p.numel() for p in self.unet.parameters()) / 1e6:.1f} M"),
+            ("scheduler", type(self.scheduler).__name__),
+            ("HU window", f"[{self.config.hu_window[0]:g}, {self.config.hu_window[1]:g}]"),
+        ]
+        if unet.get("training_crop_size"):
+            details.insert(1, ("trained on", f"{unet.training_crop_size}-px crops of {unet.sample_size}-px slices"))
+        name = type(self).__name__
         return build_model_card(
             repo_id=repo_id,
-            title=f"{repo_id.rstrip('/').split('/')[-1]}: LungSDMPipeline",
-            summary=(
-                "A Semantic Diffusion Model (SDM) that generates **synthetic** lung CT slices from semantic label "
-                "maps, packaged as a diffusers pipeline by lung-diffusers."
-            ),
-            pipeline_class="LungSDMPipeline",
-            usage=(
-                f"mask = np.zeros(({unet.sample_size}, {unet.sample_size}), dtype=np.uint8)  # labels below\n"
-                "image = pipe(mask, num_inference_steps=50).images[0]\n"
-                'save_synthetic_png(image, "synthetic.png")  # keeps the synthetic mark'
-            ),
-            details=[
-                ("image size", f"{unet.sample_size} x {unet.sample_size}, {unet.in_channels} channel(s)"),
-                ("classes", str(unet.num_classes)),
-                ("learned variance", str(predicts_learned_variance(unet))),
-                ("U-Net channels", ", ".join(str(c) for c in unet.block_out_channels)),
-                ("parameters", f"{sum(p.numel() for p in self.unet.parameters()) / 1e6:.1f} M"),
-                ("scheduler", type(self.scheduler).__name__),
-                ("HU window", f"[{self.config.hu_window[0]:g}, {self.config.hu_window[1]:g}]"),
-            ],
-            labels=[(value, name.replace("_", " ")) for value, name in enumerate(names)],
-            tags=["semantic-diffusion-model", "image-generation"],
+            title=f"{repo_id.rstrip('/').split('/')[-1]}: {name}",
+            summary=self._card_summary(),
+            pipeline_class=name,
+            usage=self._card_usage(),
+            details=details,
+            labels=[(value, label.replace("_", " ")) for value, label in enumerate(names)],
+            tags=list(self._card_tags),
             training=training,
             fidelity=fidelity,
         )
