@@ -5,6 +5,7 @@ import runpy
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -48,10 +49,21 @@ def run_prepare_script(*args: str, timeout: float = 600) -> subprocess.Completed
     )
 
 
+def run_prepare_in_process(argv: list[str]) -> int:
+    """Run dataset_scripts/prepare_luna16.py as ``python prepare_luna16.py ARGS`` would, but in this process (no
+    interpreter start-up per call, and monkeypatches apply); returns its exit status (``--help`` too)."""
+    with mock.patch.object(sys, "argv", [str(PREPARE_SCRIPT), *map(str, argv)]):
+        try:
+            runpy.run_path(str(PREPARE_SCRIPT), run_name="__main__")
+        except SystemExit as exit_:
+            return exit_.code
+    raise AssertionError(f"{PREPARE_SCRIPT.name} ended without an exit status")
+
+
 @pytest.fixture(scope="module")
 def prepare_main():
-    """The script's main(), run in this process (no interpreter start-up per call)."""
-    return runpy.run_path(str(PREPARE_SCRIPT), run_name="prepare_luna16")["main"]
+    """The script run in this process: ``prepare_main(argv)`` returns its exit status."""
+    return run_prepare_in_process
 
 
 # Geometry of the synthetic scans: 12 slices of 64 x 64 pixels, 1 mm pixels, 2.5 mm slices, origin 0.
