@@ -2,9 +2,8 @@
 
 from ._moved_names import moved_names
 
-__getattr__, __dir__ = moved_names(
-    __name__,
-    "lung_diffusers.ct",
-    ("as_label_tensor", "check_label_values", "scaled_labels_hint", "check_label_map_size"),
-    globals(),
-)
+_MOVED = ("as_label_tensor", "check_label_values", "scaled_labels_hint", "check_label_map_size")
+# Listed, so that ``import *`` still gets (and warns about) every name.
+__all__ = list(_MOVED)
+
+__getattr__, __dir__ = moved_names(__name__, "lung_diffusers.ct", _MOVED, globals())

@@ -40,6 +40,13 @@ def test_an_old_import_path_warns_naming_the_removal_version_and_gives_the_same_
     assert namespace["value"] is getattr(ct, name)
 
 
+def test_a_star_import_of_an_old_module_still_gets_every_name_and_warns():
+    with pytest.warns(FutureWarning) as caught:
+        exec("from lung_diffusers.labels import *", namespace := {})  # noqa: S102
+    assert namespace["NODULE"] == 5 and namespace["label_names"] is ct.label_names
+    assert len(caught) == len(importlib.import_module("lung_diffusers.labels").__all__) == 12
+
+
 def test_names_that_never_existed_in_an_old_module_are_still_attribute_errors():
     labels = importlib.import_module("lung_diffusers.labels")
     with pytest.raises(AttributeError, match="has no attribute 'TUMOUR'"):

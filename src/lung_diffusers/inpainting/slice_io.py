@@ -2,18 +2,17 @@
 
 from .._moved_names import moved_names
 
-__getattr__, __dir__ = moved_names(
-    __name__,
-    "lung_diffusers.ct",
-    (
-        "CTSlice",
-        "image_from_hu",
-        "hu_from_image",
-        "as_window_image",
-        "read_ct_slice",
-        "read_label_slice",
-        "resize_slice",
-        "resize_binary_mask",
-    ),
-    globals(),
+_MOVED = (
+    "CTSlice",
+    "image_from_hu",
+    "hu_from_image",
+    "as_window_image",
+    "read_ct_slice",
+    "read_label_slice",
+    "resize_slice",
+    "resize_binary_mask",
 )
+# Listed, so that ``import *`` still gets (and warns about) every name.
+__all__ = list(_MOVED)
+
+__getattr__, __dir__ = moved_names(__name__, "lung_diffusers.ct", _MOVED, globals())
