@@ -20,7 +20,6 @@ deprecate(
     "lung_diffusers.inpainting.anomaly_evaluation",
     "1.0.0",
     "Import pixel_auroc, best_dice_threshold, dice_at_threshold, ... from lung_diffusers.evaluation instead.",
-    standard_warn=False,
 )
 
 __all__ = [

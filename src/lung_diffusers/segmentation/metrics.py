@@ -13,7 +13,6 @@ deprecate(
     "1.0.0",
     "Import dice_and_iou from lung_diffusers.evaluation.overlap and Interval, bootstrap_interval and "
     "paired_bootstrap_interval from lung_diffusers.evaluation.bootstrap (or all of them from lung_diffusers.evaluation).",
-    standard_warn=False,
 )
 
 __all__ = ["Interval", "bootstrap_interval", "dice_and_iou", "paired_bootstrap_interval"]

@@ -29,7 +29,6 @@ deprecate(
     "lung_diffusers.training.fidelity",
     "1.0.0",
     "Import the fidelity rules (lung_dice, slice_fidelity, ...) from lung_diffusers.evaluation.fidelity instead.",
-    standard_warn=False,
 )
 
 __all__ = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..command_line import run_command
+from ..evaluation.report_json import json_ready  # noqa: F401 (its old home)
 
 
 def run_script(run: Callable[[], object], interrupted: str = "interrupted") -> int:
@@ -19,19 +20,3 @@ def run_script(run: Callable[[], object], interrupted: str = "interrupted") -> i
         run()
 
     return run_command(work, (), interrupted=interrupted)
-
-
-def json_ready(value):
-    """A report made JSON-ready: numpy scalars to Python, keys to strings, NaN or infinity (a figure undefined,
-    e.g. the AUROC of a slice without a lesion) to null; dicts, lists and tuples converted all the way down."""
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
