@@ -9,6 +9,7 @@ PACKAGES = [
     "lung_diffusers",
     "lung_diffusers.ct",
     "lung_diffusers.data",
+    "lung_diffusers.evaluation",
     "lung_diffusers.inpainting",
     "lung_diffusers.pipelines",
     "lung_diffusers.segmentation",
