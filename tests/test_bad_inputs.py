@@ -4,8 +4,7 @@ the data recipe and the Space, kept as a regression table.
 Every row names what a user did wrong and what they get: an exception of one type whose message says what to do
 (or a warning, where the input runs but is doubtful); for a command, an exit status (2 bad input, 1 a failure) with
 one line on stderr, no traceback, and nothing written; in the Space, a one-line message instead of a traceback.
-A row marked ``defect(...)`` states the outcome wanted and fails today for the reason given (strict xfail: it
-turns into a failure once fixed, so the mark is removed then). A bad input found later gets a row here.
+A bad input found later gets a row here.
 
 The models are the bundled 64-px demo pipelines (``pipelines/``), loaded once per module; no row samples more than
 one step.
@@ -41,11 +40,6 @@ if str(SPACE_DIR) not in sys.path:  # the Space's package, imported as its app i
     sys.path.insert(0, str(SPACE_DIR))
 
 MINE = "mine"  # the content of the user's own files, which no refused call may change
-
-
-def defect(reason: str, raises: type[BaseException] = AssertionError):
-    """The mark of a row whose wanted outcome the code does not give yet: ``reason`` says what happens instead."""
-    return pytest.mark.xfail(strict=True, raises=raises, reason=f"defect: {reason}")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -322,14 +316,12 @@ API_ROWS = [
         lambda c: LungSDMPipeline.from_pretrained(c.tmp / "nopipe"),
         FileNotFoundError,
         r"nopipe does not exist",
-        marks=defect("diffusers gets the Path: AttributeError 'PosixPath' object has no attribute 'count'", AttributeError),
     ),
     api(
         "sdm-from-a-missing-relative-folder",
         lambda c: LungSDMPipeline.from_pretrained("./nopipe"),
         FileNotFoundError,
         r"nopipe does not exist",
-        marks=defect("HFValidationError 'Repo id must use alphanumeric chars' (issue 15, item 7, in Python)", ValueError),
     ),
     # LungRePaintPipeline
     api("repaint-image-int16", lambda c: repaint(c, image=SLICE64.astype(np.int16)), TypeError, r"uint8 or float in \[0, 1\], got dtype int16"),
@@ -486,8 +478,7 @@ CLI_ROWS = [
         "remove-device-unknown",
         REMOVE + " --label-map {labels} --device bogus",
         2,
-        r"--device bogus",
-        marks=defect("status 1 and 'RuntimeError: Expected one of cpu, cuda, ... (rerun with --debug ...)', as for a bug"),
+        r"unknown device 'bogus'",
     ),
     # insert-nodule
     cmd("insert-centre-outside", INSERT + " --nodule-center 900 900", 2, r"lies outside the \(256, 256\) slice"),
@@ -537,14 +528,12 @@ CLI_ROWS = [
         DEMO.replace("{sdm}", "{empty}/nopipe"),
         2,
         r"nopipe does not exist",
-        marks=defect("'mask folder not found: .../nopipe/example_masks': the missing pipeline goes unnamed"),
     ),
     cmd(
         "demo-guidance-negative",
         DEMO + " --guidance -1",
         2,
-        r"guidance_scale must be >= 0",
-        marks=defect("refused only once sampling starts: --output is left holding a manifest, so a rerun needs --overwrite"),
+        r"--guidance must be a finite number >= 0",
     ),
     # convert_sdm
     cmd("convert-missing-checkpoint", CONVERT.replace("{garbage_pt}", "{empty}/model.pt"), 2, r"checkpoint not found"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -112,10 +113,15 @@ def main(args: argparse.Namespace) -> list[Path]:
         raise FileNotFoundError(
             f"{DEFAULT_PIPELINE} not found: run the demo from the repository root (make demo), or pass --pipeline"
         )
+    if not math.isfinite(args.guidance) or args.guidance < 0:
+        raise ValueError(f"--guidance must be a finite number >= 0 (1: off), got {args.guidance:g}")
     check_output_folder(args.output, TOOL, args.overwrite)  # before the model loads and samples
-    masks_dir = args.masks or pipeline_path / "example_masks"
-    examples = load_example_masks(masks_dir)
     pipe = load_pipeline(args.pipeline, args.scheduler, device=None, pipeline_class=LungSDMPipeline, progress_bar=True)
+    train_steps = pipe.scheduler.config.num_train_timesteps
+    if args.steps > train_steps:
+        raise ValueError(f"--steps must be at most the model's {train_steps} training steps, got {args.steps}")
+    masks_dir = args.masks or pipeline_path / "example_masks"
+    examples = load_example_masks(masks_dir)  # every mask read and checked before anything is written
     with output_folder(args.output, TOOL, args.overwrite) as out:
         written = write_examples(pipe, examples, masks_dir, args, out)
     print(f"{len(examples)} masks x {args.images_per_mask} images in {time.perf_counter() - started:.0f} s "

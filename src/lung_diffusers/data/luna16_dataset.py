@@ -347,21 +347,20 @@ def push_dataset_to_hub(output_dir: str | Path, repo_id: str, private: bool = Fa
     The card, shards, settings, patient splits and contact sheet are uploaded; per-scan records and
     temporary files are not. Returns the URL of the commit.
     """
-    from huggingface_hub import HfApi
+    from ..hub import push_folder
 
     output_dir = Path(output_dir)
     if not (output_dir / CARD_FILE).is_file() or not (output_dir / SETTINGS_FILE).is_file():
         raise FileNotFoundError(f"{output_dir} is not a prepared dataset (no {CARD_FILE} / {SETTINGS_FILE})")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(output_dir),
-        repo_id=repo_id,
+    return push_folder(
+        output_dir,
+        repo_id,
         repo_type="dataset",
+        private=private,
+        token=token,
         ignore_patterns=[f"{SERIES_RECORDS}/*", "**/.*", ".*"],
         commit_message="Upload LUNA16 slice dataset made with lung-diffusers",
     )
-    return str(getattr(commit, "commit_url", commit))
 
 
 def _lidc_reads(

@@ -74,6 +74,13 @@ def load_pipeline(
                 raise ValueError(f"could not load the pipeline {source}: {error}") from None
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    if device is not None:
+        import torch
+
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {device!r}: use e.g. cpu, cuda, cuda:1 or mps") from None
     pipe.set_progress_bar_config(disable=not progress_bar)
     return pipe if device is None else pipe.to(device)
 

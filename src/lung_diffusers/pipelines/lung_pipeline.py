@@ -111,10 +111,13 @@ class LungDiffusionPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """As diffusers' ``from_pretrained``; a folder of a pipeline this class cannot load is refused with a clear
         error naming the class that loads it."""
-        check_pipeline_folder(
-            pretrained_model_name_or_path, cls.__name__, cls._unet_classes, kwargs, cls._pipeline_classes
-        )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from ..sources import local_or_hub
+
+        # A missing local folder is "does not exist", not diffusers' "invalid repo id".
+        with local_or_hub(pretrained_model_name_or_path, "pretrained_model_name_or_path") as where:
+            where = os.fspath(where)
+            check_pipeline_folder(where, cls.__name__, cls._unet_classes, kwargs, cls._pipeline_classes)
+            return super().from_pretrained(where, **kwargs)
 
     def warn_once(self, message: str) -> None:
         """A `UserWarning`, once per pipeline and message (batch jobs call the pipeline many times)."""

@@ -10,18 +10,17 @@ from .dataset_files import CARD_FILE, LOGS_DIR, SHARDS_DIR, data_files
 def push_synthetic_dataset(output_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Upload the card, ``data/``, the settings and the contact sheet (not the batch shards or logs); returns the
     commit URL."""
-    from huggingface_hub import HfApi
+    from ..hub import push_folder
 
     output_dir = Path(output_dir)
     if not (output_dir / CARD_FILE).is_file() or not data_files(output_dir):
         raise FileNotFoundError(f"{output_dir} is not a finished synthetic dataset (no {CARD_FILE} or data files)")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(output_dir),
-        repo_id=repo_id,
+    return push_folder(
+        output_dir,
+        repo_id,
         repo_type="dataset",
+        private=private,
+        token=token,
         ignore_patterns=[f"{SHARDS_DIR}/*", f"{LOGS_DIR}/*", "**/.*", ".*"],
         commit_message="Upload a synthetic lung CT slice dataset made with lung-diffusers",
     )
-    return str(getattr(commit, "commit_url", commit))
