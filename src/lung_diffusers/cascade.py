@@ -26,7 +26,7 @@ def upsample_low_res(images: torch.Tensor, size: int | tuple[int, int]) -> torch
     return F.interpolate(images.float(), size=size, mode="bicubic", align_corners=False).clamp(-1.0, 1.0).to(images.dtype)
 
 
-def low_res_label_map(labels, size: int, nodule_classes=(5, 6)):
+def low_res_label_map(labels, size: int, nodule_classes=None):
     """The first stage's label map from a full-resolution one: a per-class area vote, nodules kept.
 
     Each output pixel takes the class covering most of its block (ties to the higher class, as the data recipe
@@ -37,14 +37,15 @@ def low_res_label_map(labels, size: int, nodule_classes=(5, 6)):
     Args:
         labels: an integer label map ``(H, W)`` (numpy).
         size: the first stage's side (e.g. 64).
-        nodule_classes: the nodule values of the scheme (5; or 5 and 6 for benign / malignant).
+        nodule_classes: the nodule values of the scheme (default: every nodule class, 5 and 6).
     """
     import cv2
     import numpy as np
     from scipy import ndimage
 
-    from .ct import resize_label_map
+    from .ct import ALL_NODULE_CLASSES, resize_label_map
 
+    nodule_classes = ALL_NODULE_CLASSES if nodule_classes is None else nodule_classes
     labels = np.asarray(labels)
     small = resize_label_map(labels.astype(np.uint8), size)
     for value in nodule_classes:

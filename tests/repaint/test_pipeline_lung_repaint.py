@@ -405,7 +405,7 @@ def test_label_maps_must_fit_the_model(prior_pipe, sdm_pipe):
     malignant[5, 5] = 6
     with pytest.raises(
         ValueError,
-        match=r"labels 1 to 6, but this SDM has 6 classes \(0 to 5\); class 6 \(malignant nodule\) needs a 7-class",
+        match=r"labels 1 to 6, but this SDM has 6 classes \(0 to 5\) \(6 = malignant nodule needs a 7-class model",
     ):
         sdm_pipe(image, mask, segmentation=malignant, **FAST)
     with pytest.raises(ValueError, match="segmentation is \\(8, 16\\)"):

@@ -8,7 +8,6 @@ contract, latents, the denoising step's model output, step-end callbacks, output
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import tempfile
 import warnings
@@ -20,19 +19,13 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..ct import check_hu_window
 from ..learned_variance import check_variance_setting, scheduler_reads_learned_variance, split_noise_and_variance
 from ..scheduler_registry import check_scheduler
 from .denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
 from .noise_schedule import pin_noise_schedule
 from .pipeline_folders import check_pipeline_folder
 from .synthetic_output import postprocess_samples
-
-
-def check_hu_window(hu_window) -> list[float]:
-    low, high = (float(v) for v in hu_window)
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"hu_window must be two finite values (low, high) with low < high, got {hu_window}")
-    return [low, high]
 
 
 def scheduler_model_output(
@@ -77,7 +70,7 @@ class LungDiffusionPipeline(DiffusionPipeline):
     def _init_pipeline(self, hu_window, **modules) -> None:
         """``register_modules`` after checking the scheduler (diffusers would fail on a string with an
         ``AttributeError``), the pinned noise schedule and the HU window; then the call state."""
-        hu_window = check_hu_window(hu_window)
+        hu_window = list(check_hu_window(hu_window))
         self.check_scheduler_class(modules["scheduler"])
         self.register_modules(**modules)
         pin_noise_schedule(modules["scheduler"])  # so that Heun/LMS.from_config(pipe.scheduler.config) keep the betas

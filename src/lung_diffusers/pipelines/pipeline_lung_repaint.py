@@ -26,7 +26,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..ct import HU_WINDOW, as_label_tensor, label_names, scaled_labels_hint
+from ..ct import HU_WINDOW, as_label_tensor, label_names, label_scheme, scaled_labels_hint
 from ..hub import build_model_card
 from ..learned_variance import predicts_learned_variance
 from ..models import SemanticUNet2DModel
@@ -277,10 +277,8 @@ class LungRePaintPipeline(LungDiffusionPipeline):
         labels = as_label_tensor(segmentation)
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
             low, high = int(labels.min()), int(labels.max())
-            hint = ""
-            if num_classes == 6 and high == 6:
-                hint = "; class 6 (malignant nodule) needs a 7-class malignancy SDM, or relabel it 5 (nodule)"
-            hint = hint or scaled_labels_hint(labels.unique().numpy(), num_classes)
+            values = labels.unique().numpy()
+            hint = label_scheme(num_classes).unknown_label_hint(values) or scaled_labels_hint(values, num_classes)
             raise ValueError(
                 f"segmentation holds labels {low} to {high}, but this SDM has {num_classes} classes "
                 f"(0 to {num_classes - 1}){hint}"
