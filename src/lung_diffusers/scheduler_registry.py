@@ -24,6 +24,7 @@ class SchedulerEntry:
         class_name: the diffusers class.
         sdm: `True` when :class:`~lung_diffusers.LungSDMPipeline` (and the upscaler) can sample with it.
         repaint: `True` when :class:`~lung_diffusers.LungRePaintPipeline` can, i.e. it can step back up the chain.
+        image_to_image: `True` when it can start part-way down the chain (``strength < 1``: anomaly maps).
     """
 
     name: str
@@ -31,6 +32,7 @@ class SchedulerEntry:
     class_name: str
     sdm: bool = True
     repaint: bool = False
+    image_to_image: bool = False
 
     @property
     def scheduler_class(self):
@@ -46,11 +48,11 @@ class SchedulerEntry:
 SCHEDULERS: tuple[SchedulerEntry, ...] = (
     SchedulerEntry("dpm", "DPM-Solver++", "DPMSolverMultistepScheduler"),  # diffusers' default algorithm_type
     SchedulerEntry("unipc", "UniPC", "UniPCMultistepScheduler"),
-    SchedulerEntry("ddim", "DDIM", "DDIMScheduler", repaint=True),
+    SchedulerEntry("ddim", "DDIM", "DDIMScheduler", repaint=True, image_to_image=True),
     SchedulerEntry("euler", "Euler", "EulerDiscreteScheduler"),
     SchedulerEntry("euler-ancestral", "Euler ancestral", "EulerAncestralDiscreteScheduler"),
     SchedulerEntry("heun", "Heun", "HeunDiscreteScheduler"),
-    SchedulerEntry("ddpm", "DDPM", "DDPMScheduler", repaint=True),
+    SchedulerEntry("ddpm", "DDPM", "DDPMScheduler", repaint=True, image_to_image=True),
     SchedulerEntry("lms", "LMS", "LMSDiscreteScheduler"),
     SchedulerEntry("pndm", "PNDM", "PNDMScheduler"),
     SchedulerEntry("deis", "DEIS", "DEISMultistepScheduler"),
@@ -66,8 +68,11 @@ DEFAULT_STEPS = 25
 _BY_NAME = {entry.name: entry for entry in SCHEDULERS}
 
 
-def scheduler_names(*, repaint: bool = False) -> tuple[str, ...]:
-    """Command-line names of the samplers of the SDM pipelines (or, with ``repaint=True``, of RePaint)."""
+def scheduler_names(*, repaint: bool = False, image_to_image: bool = False) -> tuple[str, ...]:
+    """Command-line names of the samplers of the SDM pipelines; with ``repaint=True``, of RePaint; with
+    ``image_to_image=True``, of RePaint's partial chains (anomaly reconstruction)."""
+    if image_to_image:
+        return tuple(e.name for e in SCHEDULERS if e.image_to_image)
     return tuple(e.name for e in SCHEDULERS if (e.repaint if repaint else e.sdm))
 
 

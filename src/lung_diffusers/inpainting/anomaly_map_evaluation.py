@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ..atomic_write import atomic_directory, write_text_atomically
 from ..command_line import run_command
 from ..evaluation.report_json import json_ready
+from ..scheduler_registry import scheduler_names
 from ..synthetic_marker import save_synthetic_png
 from . import evaluation_slices
 from .anomaly_map_report import (
@@ -106,7 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--noise_levels", type=float, nargs="+", default=[0.1, 0.25, 0.5], help="shares of the chain, in (0, 1]"
     )
     recon.add_argument("--num_inference_steps", type=int, default=50, help="steps of the whole chain")
-    recon.add_argument("--scheduler", choices=("ddpm", "ddim"), help="swap the pipeline's scheduler (default: keep)")
+    recon.add_argument(
+        "--scheduler", choices=scheduler_names(image_to_image=True), help="swap the pipeline's scheduler (default: keep)"
+    )
     recon.add_argument("--num_samples", type=int, default=1, help="reconstructions averaged per slice")
     recon.add_argument("--eta", type=float, default=0.0, help="DDIM noise weight")
     recon.add_argument("--seed", type=int, default=0, help="seeds the nodules and the reconstructions")

@@ -103,7 +103,7 @@ def register(subparsers) -> None:
     )
     anomaly.add_argument("--eta", type=float, default=0.0, help="DDIM noise weight (default 0)")
     anomaly.add_argument(
-        "--scheduler", choices=("ddpm", "ddim"), help="swap the pipeline's scheduler (default: keep it)"
+        "--scheduler", choices=scheduler_names(image_to_image=True), help="swap the pipeline's scheduler (default: keep it)"
     )
     anomaly.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     anomaly.add_argument("--device", help="torch device (default: cuda when available, else cpu)")

@@ -23,24 +23,14 @@ def load_prior_pipeline(path: str, scheduler: str | None = None, device: str | N
     :func:`~lung_diffusers.inpainting.anomaly_map` takes), its progress bar off; ``scheduler``: ``"ddpm"`` or
     ``"ddim"`` swaps it the standard way."""
     import torch
-    from diffusers import DDIMScheduler, DDPMScheduler
-    from diffusers.utils import logging as diffusers_logging
 
-    from ..pipelines.pipeline_lung_repaint import LungRePaintPipeline
+    from ..pipelines import LungRePaintPipeline, load_pipeline
 
-    bar_was_on = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
-    try:
-        pipe = LungRePaintPipeline.from_pretrained(path)
-    finally:
-        if bar_was_on:
-            diffusers_logging.enable_progress_bar()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = load_pipeline(path, scheduler, device, LungRePaintPipeline)
     if pipe.is_semantic:
         raise ValueError(f"{path} holds a Semantic Diffusion Model; anomaly maps need the healthy prior")
-    if scheduler:
-        pipe.scheduler = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[scheduler].from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return pipe
 
 
 def spread_rows(count: int, limit: int | None) -> list[int]:

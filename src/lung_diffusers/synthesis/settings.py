@@ -16,11 +16,10 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..scheduler_registry import DEFAULT_SCHEDULER, DEFAULT_STEPS
 from .schedulers import check_scheduler_name
 
 FORMAT_VERSION = 1
-DEFAULT_SCHEDULER = "dpm"
-DEFAULT_STEPS = 25
 DEFAULT_BATCH_SIZE = 8
 # One torch thread per process: scale-out comes from processes, and the thread count changes the float
 # arithmetic (see the package docstring), so it must not follow the number of cores.

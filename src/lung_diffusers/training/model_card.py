@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..atomic_write import write_text_atomically
 from ..hub import build_model_card
+from ..learned_variance import predicts_learned_variance
 
 TRAINING_FILE = "training.json"
 FIDELITY_FILE = "fidelity.json"
@@ -59,11 +60,11 @@ def write_training_card(folder: str | Path, pipeline=None, **facts) -> Path:
     fidelity_path = folder / FIDELITY_FILE
     fidelity = fidelity_markdown(json.loads(fidelity_path.read_text())) if fidelity_path.is_file() else None
     repo_id = facts.get("repo_id") or folder.name
-    if facts["model"] == "sdm":
+    if facts["model"] in ("sdm", "upscaler"):
         if pipeline is None:
-            from ..pipelines import LungSDMPipeline
+            from ..pipelines import load_pipeline
 
-            pipeline = LungSDMPipeline.from_pretrained(folder)
+            pipeline = load_pipeline(folder, device=None)
         card = pipeline.model_card(repo_id, training=_training_rows(facts), fidelity=fidelity)
     else:
         card = _prior_card(folder, pipeline, repo_id, facts, fidelity)
@@ -93,7 +94,7 @@ def _prior_card(folder: Path, pipeline, repo_id: str, facts: dict, fidelity: str
         ),
         details=[
             ("patch size", f"{crop} x {crop} of {facts['resolution']}-px slices, {unet.in_channels} channel"),
-            ("learned variance", str(unet.out_channels == 2 * unet.in_channels)),
+            ("learned variance", str(predicts_learned_variance(unet))),
             ("U-Net channels", ", ".join(str(c) for c in unet.block_out_channels)),
             ("parameters", f"{sum(p.numel() for p in pipeline.unet.parameters()) / 1e6:.1f} M"),
             ("scheduler", type(pipeline.scheduler).__name__),
