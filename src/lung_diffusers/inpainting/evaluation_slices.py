@@ -52,12 +52,12 @@ def load_rows(
 ) -> list[dict]:
     """Rows of one config and split (image and labels at ``image_size``, pixel size in mm, where from), ``limit``
     of them spread over the split; with ``room_mm``, only slices whose lungs hold a nodule that wide."""
-    import datasets
+    from ..data.slice_dataset import load_slice_dataset
 
     try:
-        dataset = datasets.load_dataset(dataset_name, config, split=split, cache_dir=cache_dir)
-    except ValueError as error:  # an unknown split or config
-        raise ValueError(f"could not load split {split!r} of config {config!r}: {error}") from None
+        dataset = load_slice_dataset(dataset_name, [config], split, cache_dir)
+    except ValueError as error:  # an unknown split or config: say what the dataset has
+        raise ValueError(f"could not load split {split!r} of config {config!r}: {error.__cause__ or error}") from None
     for column in ("image", "mask"):
         if column not in dataset.column_names:
             raise ValueError(f"config {config!r} has no {column!r} column (columns: {dataset.column_names})")
