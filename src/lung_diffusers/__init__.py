@@ -1,5 +1,21 @@
 """lung-diffusers: synthetic lung CT slices from semantic masks, as Hugging Face diffusers pipelines.
 
+The top level exports the model (:class:`SemanticUNet2DModel`), the pipelines (:class:`LungSDMPipeline`, the
+cascade's :class:`LungSDMUpscalePipeline` and :class:`LungSDMCombinedPipeline`, :class:`LungRePaintPipeline`) and
+:func:`load_pipeline`, the nodule edits (:func:`remove_nodule`, :func:`insert_nodule`) and the writers that mark
+images synthetic. The modules, in layers (imports only go down):
+
+- :mod:`.ct`: HU window, label schemes, label maps, slice I/O. :mod:`.command_line`: how every command ends.
+- One rule each: :mod:`.scheduler_registry` (the samplers), :mod:`.learned_variance`, :mod:`.cascade`,
+  :mod:`.hub` (cards and pushes), :mod:`.sources`, :mod:`.output_folder`, :mod:`.atomic_write`,
+  :mod:`.synthetic_marker`; :mod:`.evaluation` (the metrics) and :mod:`.data` (the LUNA16 recipe).
+- :mod:`.models`, then :mod:`.pipelines`.
+- The tasks: :mod:`.inpainting`, :mod:`.segmentation`, :mod:`.synthesis`; the ``lung-diffusers`` command
+  (:mod:`.cli`), :mod:`.demo`, :mod:`.convert_sdm`.
+- :mod:`.training`: what the ``training/`` scripts run. Nothing else in the package imports it.
+
+``labels``, ``label_maps`` and ``model_card`` are deprecated import paths (see ``CONTRIBUTING.md``).
+
 Names are imported on first use (as diffusers does), so ``import lung_diffusers`` is cheap and
 ``python -m lung_diffusers.convert_sdm`` runs without the package importing the module twice.
 """

@@ -13,10 +13,11 @@ Modules, in the order the recipe uses them:
 - :mod:`.luna16_dataset`: the whole job, resumable, writing Parquet shards.
 - :mod:`.slice_dataset`: a prepared dataset as the models read it (loading, checks, classes per config), for
   training, synthesis and the evaluations.
+- :mod:`.slice_export`: ``lung-diffusers export-slice``, one real slice and its label map as PNG and NIfTI files.
 - :mod:`.dataset_card`, :mod:`.contact_sheet`: the dataset card and a preview image.
 
 Reading CT volumes, the HU window, class ids and names, label-map resizing and mask colours live in
-:mod:`lung_diffusers.ct` (a few are re-exported here). Names are imported on first use, so
+:mod:`lung_diffusers.ct` (a few are re-exported here; :mod:`.ct_io` is their deprecated old path). Names are imported on first use, so
 ``from lung_diffusers.data.masks import body_mask`` does not pull in ``datasets`` or SimpleITK.
 """
 

@@ -19,7 +19,8 @@ Modules:
 Pixel AUROC and Dice of anomaly maps (the threshold picked on training patients) are
 :mod:`lung_diffusers.evaluation.anomaly_scores`, still exported here. Module 3, the prior-aware segmentation U-Net,
 is :mod:`lung_diffusers.segmentation`. The pipeline itself is :class:`lung_diffusers.LungRePaintPipeline`. Reading
-slices and HU conversions are :mod:`lung_diffusers.ct` (re-exported here). Names are imported on first use.
+slices and HU conversions are :mod:`lung_diffusers.ct` (re-exported here). :mod:`.slice_io` and
+:mod:`.anomaly_evaluation` are deprecated old paths of those. Names are imported on first use.
 """
 
 from .._lazy import lazy_exports

@@ -10,7 +10,7 @@ Modules:
 - :mod:`.unet_comparison`: the two U-Nets compared on test images (Dice / IoU with intervals, table, figures).
 
 Per-image Dice and IoU and their bootstrap intervals over test images are :mod:`lung_diffusers.evaluation`
-(still exported here). MONAI comes with the ``train`` extra (``pip install "lung-diffusers[train]"``). Names are imported on first use.
+(still exported here; :mod:`.metrics` is their deprecated old path). MONAI comes with the ``train`` extra (``pip install "lung-diffusers[train]"``). Names are imported on first use.
 """
 
 from .._lazy import lazy_exports

@@ -4,7 +4,8 @@
 under accelerate. The pieces, one module each:
 
 * :mod:`.settings`: the request, the settings that decide the rows, the ``--masks`` spec.
-* :mod:`.checkpoint`, :mod:`.schedulers`: the generating checkpoint (folder or Hub commit, weights sha256).
+* :mod:`.checkpoint`: the generating checkpoint (folder or Hub commit, weights sha256). :mod:`.schedulers`: the
+  ``--scheduler`` choices, the SDM samplers of :mod:`lung_diffusers.scheduler_registry`.
 * :mod:`.mask_source`: loading and checking the mask dataset. :mod:`.mask_plan`: which mask and which placed
   nodule each image gets, from (seed, global index).
 * :mod:`.generation`: one global batch -> rows. :mod:`.regeneration`: rows -> the same bytes again.

@@ -16,6 +16,7 @@
 - :mod:`.script_cli`: the scripts' exit statuses and one-line errors.
 
 ``evaluate_anomaly_maps.py`` runs :mod:`lung_diffusers.inpainting.anomaly_map_evaluation` (it trains nothing).
-The figures the evaluations report are :mod:`lung_diffusers.evaluation`. This package is the top layer: nothing
-else in ``src/`` or the Space imports it.
+The figures the evaluations report are :mod:`lung_diffusers.evaluation` (:mod:`.fidelity` is their deprecated old
+path). This package is the top layer: nothing else in ``src/`` or the Space imports it
+(``tests/training/test_training_imports.py`` checks).
 """
