@@ -18,6 +18,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from training_support import (
     CHECKPOINT_FILES,
@@ -138,11 +139,11 @@ def ddpm_run(train_sdm, real_mini_dataset, datasets_cache, built_once) -> tuple[
     def build(folder: Path) -> None:
         calls = {}
 
-        def fake_create_repo(repo_id, **kwargs):
+        def fake_create_repo(self, repo_id, **kwargs):
             calls["create_repo"] = {"repo_id": repo_id, **kwargs}
             return type("RepoUrl", (), {"repo_id": repo_id})()
 
-        def fake_upload_folder(*, repo_id, folder_path, **kwargs):
+        def fake_upload_folder(self, *, repo_id, folder_path, **kwargs):
             calls["upload_folder"] = {"repo_id": repo_id, "folder_path": str(folder_path), **kwargs}
             shutil.copytree(folder_path, folder / "uploaded")
             return f"https://huggingface.co/{repo_id}/commit/fake"
@@ -152,9 +153,9 @@ def ddpm_run(train_sdm, real_mini_dataset, datasets_cache, built_once) -> tuple[
                 "--max_train_steps", 2, "--checkpointing_steps", 2, "--validation_steps", 2,
                 "--push_to_hub", "--hub_model_id", "someone/lung-prior-test", "--hub_private_repo"]
         with pytest.MonkeyPatch.context() as patch:
-            # The loop train_ddpm.py runs (lung_diffusers.training.sdm_training), its upload patched.
-            patch.setattr(train_sdm, "create_repo", fake_create_repo)
-            patch.setattr(train_sdm, "upload_folder", fake_upload_folder)
+            # Every push goes through lung_diffusers.hub, which uploads with HfApi: patched.
+            patch.setattr(HfApi, "create_repo", fake_create_repo)
+            patch.setattr(HfApi, "upload_folder", fake_upload_folder)
             patch.setattr(sys, "argv", [str(TRAIN_DDPM), *map(str, argv)])
             try:
                 with one_thread(), pytest.raises(SystemExit) as exit_info:

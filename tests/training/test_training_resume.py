@@ -25,7 +25,7 @@ from training_support import (
     PYTHON,
     TINY_MODEL,
     TRAIN_SDM,
-    assert_same_values,
+    assert_same_checkpoint,
     assert_same_weights,
     files_of,
     python_env,
@@ -49,26 +49,6 @@ OPTIONS = [
 ]
 # What the code before issue 16 wrote with these options (see its README).
 PRE_ISSUE_16_RUN = Path(__file__).parent / "data" / "pre-issue-16-run"
-
-
-def assert_same_checkpoint(a: Path, b: Path) -> None:
-    """Two checkpoints hold the same step, weights, EMA, optimizer, LR-scheduler and RNG states."""
-    assert CHECKPOINT_FILES <= files_of(a) and CHECKPOINT_FILES <= files_of(b)
-    assert json.loads((a / "training_state.json").read_text())["global_step"] == json.loads(
-        (b / "training_state.json").read_text()
-    )["global_step"]
-    for weights in ("unet", "unet_ema"):
-        assert_same_weights(a / weights / "diffusion_pytorch_model.safetensors", b / weights / "diffusion_pytorch_model.safetensors")
-    # EMA bookkeeping (decay, optimization_step, warm-up) is stored in the EMA config.
-    assert json.loads((a / "unet_ema" / "config.json").read_text()) == json.loads((b / "unet_ema" / "config.json").read_text())
-    for state in ("optimizer.bin", "scheduler.bin"):
-        assert_same_values(torch.load(a / state, weights_only=True), torch.load(b / state, weights_only=True), state)
-    # accelerate pickles the Python, NumPy and torch RNG states (and its step counter): our own files.
-    assert_same_values(
-        torch.load(a / "random_states_0.pkl", weights_only=False),
-        torch.load(b / "random_states_0.pkl", weights_only=False),
-        "random_states",
-    )
 
 
 def step_of(checkpoint: Path) -> int:

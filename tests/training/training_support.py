@@ -8,6 +8,7 @@ modules can import it: pytest puts this folder on ``sys.path``.)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -183,3 +184,23 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert first.keys() == second.keys()
     for name in first:
         assert torch.equal(first[name], second[name]), f"{a.parent.name}/{name} differs"
+
+
+def assert_same_checkpoint(a: Path, b: Path) -> None:
+    """Two checkpoints hold the same step, weights, EMA, optimizer, LR-scheduler and RNG states."""
+    assert CHECKPOINT_FILES <= files_of(a) and CHECKPOINT_FILES <= files_of(b)
+    assert json.loads((a / "training_state.json").read_text())["global_step"] == json.loads(
+        (b / "training_state.json").read_text()
+    )["global_step"]
+    for weights in ("unet", "unet_ema"):
+        assert_same_weights(a / weights / "diffusion_pytorch_model.safetensors", b / weights / "diffusion_pytorch_model.safetensors")
+    # EMA bookkeeping (decay, optimization_step, warm-up) is stored in the EMA config.
+    assert json.loads((a / "unet_ema" / "config.json").read_text()) == json.loads((b / "unet_ema" / "config.json").read_text())
+    for state in ("optimizer.bin", "scheduler.bin"):
+        assert_same_values(torch.load(a / state, weights_only=True), torch.load(b / state, weights_only=True), state)
+    # accelerate pickles the Python, NumPy and torch RNG states (and its step counter): our own files.
+    assert_same_values(
+        torch.load(a / "random_states_0.pkl", weights_only=False),
+        torch.load(b / "random_states_0.pkl", weights_only=False),
+        "random_states",
+    )

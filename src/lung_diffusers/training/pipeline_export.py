@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> Path:
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint in {args.run}")
     state = checkpoint_state(checkpoint)
-    model_cls = SemanticUNet2DModel if training_args.model == "sdm" else UNet2DModel
+    model_cls = UNet2DModel if training_args.model == "ddpm" else SemanticUNet2DModel
     weights = checkpoint / ("unet" if training_args.no_ema else "unet_ema")
     unet = load_model(model_cls, weights)
     num_slices = len(
@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> Path:
         dtype=DTYPES[args.dtype],
         repo_id=args.output.name,
     )
-    if training_args.model == "sdm" and args.example_masks:
+    if training_args.model != "ddpm" and args.example_masks:
         masks = folder / "example_masks"
         masks.mkdir(exist_ok=True)
         example_masks(args.example_masks, args.example_split, training_args.resolution, masks)

@@ -7,14 +7,15 @@ Written beside its place and swapped in only when complete, at the end of ``trai
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
-from diffusers import DDPMPipeline
+from diffusers import DDPMPipeline, DDPMScheduler
 
-from .. import LungSDMPipeline
+from .. import LungSDMPipeline, LungSDMUpscalePipeline
 from ..ct import HU_WINDOW
+from ..hub import replaced_folder
+from ..learned_variance import predicts_learned_variance
 from .model_card import write_training_card
 from .sdm_model import training_scheduler
 from .sdm_options import training_args_json
@@ -37,15 +38,16 @@ def write_pipeline_folder(
     Written beside ``folder`` and swapped in only when complete. ``dtype`` (e.g. float16) shrinks the weights;
     loading upcasts them to float32 unless a ``torch_dtype`` is asked for.
     """
-    folder = Path(folder)
-    learned_variance = unet.config.out_channels == 2 * unet.config.in_channels
-    pipeline = final_pipeline(args, unet, training_scheduler(args, learned_variance))
-    staging = folder.parent / f".{folder.name}.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
+    pipeline = final_pipeline(args, unet, training_scheduler(args, predicts_learned_variance(unet.config)))
     if dtype is not None:
         pipeline.to(dtype)
-    pipeline.save_pretrained(staging)
+    with replaced_folder(folder) as staging:
+        pipeline.save_pretrained(staging)
+        _write_card(args, pipeline, staging, steps, wall_time_s, num_slices, batch_size, repo_id)
+    return Path(folder)
+
+
+def _write_card(args, pipeline, staging: Path, steps, wall_time_s, num_slices, batch_size, repo_id) -> None:
     write_training_card(
         staging,
         pipeline,
@@ -64,17 +66,15 @@ def write_pipeline_folder(
         repo_id=repo_id or args.hub_model_id or Path(args.output_dir).name,
     )
     (staging / "training_args.json").write_text(training_args_json(args))
-    if folder.exists():
-        old = folder.parent / f".{folder.name}.old"
-        folder.rename(old)
-        staging.rename(folder)
-        shutil.rmtree(old)
-    else:
-        staging.rename(folder)
-    return folder
 
 
 def final_pipeline(args, unet, noise_scheduler):
     if args.model == "sdm":
         return LungSDMPipeline(unet=unet, scheduler=noise_scheduler, hu_window=HU_WINDOW)
+    if args.model == "upscaler":
+        # The augmentation noise follows the training schedule (sdm_training.augmented_low_res).
+        image_noising = DDPMScheduler.from_config(noise_scheduler.config)
+        return LungSDMUpscalePipeline(
+            unet=unet, scheduler=noise_scheduler, image_noising_scheduler=image_noising, hu_window=HU_WINDOW
+        )
     return DDPMPipeline(unet=unet, scheduler=noise_scheduler)

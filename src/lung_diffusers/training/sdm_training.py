@@ -31,11 +31,11 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from huggingface_hub import create_repo, upload_folder
 from tqdm.auto import tqdm
 
 from .. import save_synthetic_png
 from ..data.slice_dataset import check_slice_dataset, load_slice_dataset, num_classes_for_configs
+from ..hub import push_folder
 from .checkpoints import checkpoint_state, resolve_checkpoint, save_checkpoint
 from .diffusion_loss import HybridDiffusionLoss
 from .pipeline_folder import write_pipeline_folder
@@ -299,12 +299,10 @@ def main(args: argparse.Namespace) -> Path:
         if args.push_to_hub:
             # The folder as written (weights, configs, the training card, training.json), not a fresh
             # save_pretrained, which would drop the card's training facts.
-            repo_id = create_repo(
-                args.hub_model_id or output_dir.name, private=args.hub_private_repo, token=args.hub_token, exist_ok=True
-            ).repo_id
-            url = upload_folder(
-                repo_id=repo_id,
-                folder_path=final_dir,
+            url = push_folder(
+                final_dir,
+                args.hub_model_id or output_dir.name,
+                private=args.hub_private_repo,
                 token=args.hub_token,
                 commit_message=f"{args.model} trained for {global_step} steps with lung-diffusers",
             )

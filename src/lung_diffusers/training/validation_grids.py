@@ -11,11 +11,14 @@ import argparse
 import datasets
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 
-from .. import LungSDMPipeline
+from .. import LungSDMPipeline, LungSDMUpscalePipeline
+from ..cascade import upsample_low_res
 from ..ct import LEFT_LUNG, RIGHT_LUNG, image_from_model_range, mask_to_rgb
 from ..data.slice_dataset import check_slice_dataset, load_slice_dataset
+from ..pipelines.pipeline_lung_sdm_upscale import DEFAULT_NOISE_LEVEL
 from .slice_data import SliceTrainingData
 
 
@@ -59,13 +62,29 @@ def validation_grid(args, unet, scheduler, masks, reals) -> np.ndarray:
     sampler = DDIMScheduler.from_config(scheduler.config, variance_type="fixed_small")
     generator = torch.Generator().manual_seed(args.seed)
     unet.eval()
+    grey = lambda a: np.repeat((np.clip(a, 0, 1) * 255).round().astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
     if args.model == "sdm":
         pipe = LungSDMPipeline(unet=unet, scheduler=sampler)
         pipe.set_progress_bar_config(disable=True)
         samples = pipe(masks, num_inference_steps=args.validation_inference_steps, generator=generator, output_type="np")
         samples = samples.images[..., 0]
-        grey = lambda a: np.repeat((np.clip(a, 0, 1) * 255).round().astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
         rows = [np.concatenate([grey(image_from_model_range(r)), mask_to_rgb(m), grey(s)], axis=1) for r, m, s in zip(reals, masks, samples)]
+        grid = np.concatenate(rows, axis=0)
+    elif args.model == "upscaler":
+        # Stage 2 from the real slices shrunk to the first stage's size (what it learns from), at a mid
+        # augmentation level: real | mask | its low-resolution input (upsampled) | the upscaler's slice.
+        pipe = LungSDMUpscalePipeline(unet=unet, scheduler=sampler, image_noising_scheduler=DDPMScheduler.from_config(scheduler.config))
+        pipe.set_progress_bar_config(disable=True)
+        real = torch.from_numpy(reals)[:, None].float()
+        low_res = F.interpolate(real, size=(args.low_res_resolution,) * 2, mode="area")
+        level = min(DEFAULT_NOISE_LEVEL, args.max_noise_level - 1)
+        samples = pipe(low_res, masks, noise_level=level, num_inference_steps=args.validation_inference_steps,
+                       generator=generator, output_type="np").images[..., 0]
+        inputs = image_from_model_range(upsample_low_res(low_res, args.resolution)[:, 0].numpy())
+        rows = [
+            np.concatenate([grey(image_from_model_range(r)), mask_to_rgb(m), grey(i), grey(s)], axis=1)
+            for r, m, i, s in zip(reals, masks, inputs, samples)
+        ]
         grid = np.concatenate(rows, axis=0)
     else:
         pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler.config))
@@ -94,6 +113,12 @@ def with_ema_weights(ema, unet, function):
 
 
 def grid_description(args) -> dict[str, str]:
+    if args.model == "upscaler":
+        columns = (
+            "real slice of the validation split (a patient scan) | its mask | the real slice shrunk to the first "
+            "stage's size and upsampled | synthetic slice the upscaler made from them"
+        )
+        return {"Columns": columns}
     if args.model == "sdm":
         columns = "real slice of the validation split (a patient scan) | its mask | synthetic slice made from that mask"
         return {"Columns": columns}
