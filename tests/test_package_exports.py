@@ -33,3 +33,22 @@ def test_every_exported_name_resolves(name):
     package = importlib.import_module(name)
     for exported in getattr(package, "__all__", []):
         assert getattr(package, exported) is not None
+
+
+def test_deprecations_follow_lung_diffusers_version_not_diffusers(monkeypatch):
+    # diffusers' deprecate() compares with diffusers' own version: at diffusers 1.0.0 every shim would raise.
+    import warnings
+
+    import lung_diffusers
+    from lung_diffusers._deprecation import deprecate
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        deprecate("old_name", "1.0.0", "Use new_name instead.")
+    assert caught[0].category is FutureWarning and "removed in version 1.0.0" in str(caught[0].message)
+    assert caught[0].filename == __file__  # points at the caller
+    monkeypatch.setattr(lung_diffusers, "__version__", "1.0.0rc1")
+    import pytest
+
+    with pytest.raises(ValueError, match="remove the shim"):
+        deprecate("old_name", "1.0.0", "Use new_name instead.")

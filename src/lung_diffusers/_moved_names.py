@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping
 from importlib import import_module
 
-REMOVAL_VERSION = "1.0.0"
+from ._deprecation import REMOVAL_VERSION
 
 
 def moved_names(
@@ -23,7 +23,7 @@ def moved_names(
         if name not in moved:
             raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
         # Imported here: diffusers pulls in torch, which the data recipe's worker processes never need.
-        from diffusers.utils import deprecate
+        from ._deprecation import deprecate
 
         deprecate(
             f"{old_module}.{name}",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from diffusers.utils import deprecate
-
+from ._deprecation import deprecate
 from .hub import TEMPLATE, build_model_card
 
 deprecate(

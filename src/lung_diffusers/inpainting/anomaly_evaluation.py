@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from diffusers.utils import deprecate
-
+from .._deprecation import deprecate
 from ..evaluation.anomaly_scores import (
     DiceThreshold,
     best_dice_threshold,

@@ -46,7 +46,7 @@ class LungSDMPipelineOutput(BaseOutput):
 
 def scheduler_uses_learned_variance(scheduler) -> bool:
     """Deprecated alias of :func:`lung_diffusers.learned_variance.scheduler_reads_learned_variance`."""
-    from diffusers.utils import deprecate
+    from .._deprecation import deprecate
 
     deprecate(
         "scheduler_uses_learned_variance",

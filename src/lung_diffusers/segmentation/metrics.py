@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from diffusers.utils import deprecate
-
+from .._deprecation import deprecate
 from ..evaluation.bootstrap import Interval, bootstrap_interval, paired_bootstrap_interval
 from ..evaluation.overlap import dice_and_iou
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from diffusers.utils import deprecate
-
+from .._deprecation import deprecate
 from ..evaluation.fidelity import (
     AIR_THRESHOLD_HU,
     BACKGROUND_HU_BELOW,
