@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from ..ct import HU_WINDOW, as_window_image, hu_from_image
+from ..ct import HU_WINDOW, as_window_image, hu_from_image, image_from_model_range
 from ..output_folder import output_folder
 from .difference_maps import difference_map, mean_and_uncertainty
 from .figure import Panel, difference_rgb, grey_rgb, magnitude_rgb, save_figure
@@ -126,7 +126,7 @@ def reconstruct_from_noise_level(
         size_handling="none",
         output_type="latent",
     ).images
-    return (reconstructions.float()[:, 0] / 2 + 0.5).clamp(0, 1).cpu().numpy()
+    return image_from_model_range(reconstructions.float()[:, 0]).cpu().numpy()
 
 
 def anomaly_map(

@@ -19,7 +19,7 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..ct import check_hu_window
+from ..ct import check_hu_window, model_range_from_image
 from ..learned_variance import check_variance_setting, scheduler_reads_learned_variance, split_noise_and_variance
 from ..scheduler_registry import check_scheduler
 from .denoised_clipping import clip_denoised_epsilon, scheduler_clips_itself
@@ -182,7 +182,7 @@ class LungDiffusionPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"a numpy image must be (H, W), (B, H, W), (H, W, C) or (B, H, W, C), got {image.shape}"
                 )
-            return torch.from_numpy(array).permute(0, 3, 1, 2) * 2 - 1
+            return model_range_from_image(torch.from_numpy(array).permute(0, 3, 1, 2))
         if not torch.is_tensor(image):
             raise TypeError(
                 f"image must be a torch tensor in [-1, 1], a numpy array, a PIL image or a list of them, got {type(image).__name__}"

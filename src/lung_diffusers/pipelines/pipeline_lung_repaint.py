@@ -26,7 +26,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..ct import HU_WINDOW, as_label_tensor, label_names, label_scheme, scaled_labels_hint
+from ..ct import HU_WINDOW, as_label_tensor, image_from_model_range, label_names, label_scheme, scaled_labels_hint
 from ..hub import build_model_card
 from ..learned_variance import predicts_learned_variance
 from ..models import SemanticUNet2DModel
@@ -621,7 +621,7 @@ class LungRePaintPipeline(LungDiffusionPipeline):
                 pasted[b, :, top : top + sample.shape[-2], left : left + sample.shape[-1]] = sample[b]
             sample, known, known_mask = pasted, original.to(device, dtype), mask.to(device, dtype)
         regenerated = (known_mask[:, 0] < 0.5).cpu().numpy()
-        inputs = (known.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+        inputs = image_from_model_range(known.float()).permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
         images = self.postprocess(sample, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:

@@ -15,7 +15,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 
 from ..cascade import low_res_label_map
-from ..ct import HU_WINDOW, as_label_tensor, label_scheme
+from ..ct import HU_WINDOW, as_label_tensor, image_from_model_range, label_scheme
 from ..models import SemanticUNet2DModel
 from .lung_pipeline import LungDiffusionPipeline
 from .pipeline_lung_sdm import LungSDMPipeline
@@ -226,7 +226,7 @@ class LungSDMCombinedPipeline(LungDiffusionPipeline):
         ).images
         if not return_dict:
             return (images, True)
-        low_images = (low.float()[:, 0] / 2 + 0.5).clamp(0, 1).cpu().numpy()
+        low_images = image_from_model_range(low.float()[:, 0]).cpu().numpy()
         return LungSDMCombinedPipelineOutput(
             images=images,
             low_res_images=low_images,
