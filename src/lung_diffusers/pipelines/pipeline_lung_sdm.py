@@ -273,6 +273,7 @@ class LungSDMPipeline(LungDiffusionPipeline):
             callback_on_step_end_tensor_inputs,
         )
         self._guidance_scale, self._interrupt = float(guidance_scale), False
+        latents, unet_inputs = self.prepare_unet_inputs(labels, latents, generator, num_images_per_prompt)
         latents = self.denoise(
             labels,
             num_inference_steps=num_inference_steps,
@@ -284,12 +285,18 @@ class LungSDMPipeline(LungDiffusionPipeline):
             eta=eta,
             clip_denoised=clip_denoised,
             reuse_mask_features=reuse_mask_features,
+            unet_inputs=unet_inputs,
         )
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, True)
         return LungSDMPipelineOutput(images=images, synthetic=True)
+
+    def prepare_unet_inputs(self, labels, latents, generator, num_images_per_prompt):
+        """``(latents, extra U-Net inputs)`` for a call whose inputs are checked: none for an SDM; an upscaler's
+        low-resolution image and noise level (:class:`LungSDMUpscalePipeline`)."""
+        return latents, None
 
     def denoise(
         self,

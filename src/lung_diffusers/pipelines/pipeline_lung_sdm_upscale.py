@@ -88,6 +88,7 @@ class LungSDMUpscalePipeline(LungSDMPipeline):
                 f"image_noising_scheduler must be a DDPMScheduler (it only adds noise), got {type(image_noising_scheduler).__name__}"
             )
         self._init_pipeline(hu_window, unet=unet, scheduler=scheduler, image_noising_scheduler=image_noising_scheduler)
+        self._low_res_call = None
 
     # ------------------------------------------------------------------ inputs
 
@@ -116,7 +117,6 @@ class LungSDMUpscalePipeline(LungSDMPipeline):
 
     # ------------------------------------------------------------------ sampling
 
-    @torch.no_grad()
     def __call__(
         self,
         image: torch.Tensor | np.ndarray | PIL.Image.Image | list,
@@ -153,53 +153,42 @@ class LungSDMUpscalePipeline(LungSDMPipeline):
         Returns:
             [`LungSDMPipelineOutput`] (``images``, ``synthetic=True``), or the tuple ``(images, True)``.
         """
-        callback_on_step_end_tensor_inputs = self.callback_tensor_inputs(
-            callback_on_step_end, callback_on_step_end_tensor_inputs
-        )
-        labels = self.prepare_segmentation(mask_image)
-        self.check_inputs(
-            labels,
-            num_inference_steps,
-            guidance_scale,
-            output_type,
-            num_images_per_prompt,
-            generator,
-            latents,
-            callback_on_step_end_tensor_inputs,
-        )
-        noise_level = self.check_noise_level(noise_level)
-        low_res = self.prepare_low_res(image, labels, num_images_per_prompt)
-        self._guidance_scale, self._interrupt = float(guidance_scale), False
-        device, dtype = self._execution_device, self.unet.dtype
+        # The image and level reach prepare_unet_inputs, which runs once LungSDMPipeline has checked the maps.
+        self._low_res_call = (image, self.check_noise_level(noise_level))
+        try:
+            return super().__call__(
+                mask_image,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                generator=generator,
+                latents=latents,
+                output_type=output_type,
+                num_images_per_prompt=num_images_per_prompt,
+                return_dict=return_dict,
+                callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+                eta=eta,
+                clip_denoised=clip_denoised,
+                reuse_mask_features=reuse_mask_features,
+            )
+        finally:
+            self._low_res_call = None
 
+    def prepare_unet_inputs(self, labels, latents, generator, num_images_per_prompt):
+        """The initial latents, then the upsampled low-resolution image noised to the call's level (both drawn from
+        the caller's generator, in that order), and that level."""
+        image, noise_level = self._low_res_call
+        low_res = self.prepare_low_res(image, labels, num_images_per_prompt)
+        device, dtype = self._execution_device, self.unet.dtype
         batch, channels = low_res.shape[0], self.unet.config.in_channels
         height, width = labels.shape[-2:]
-        # The initial latents first, then the augmentation noise, both from the caller's generator.
         if latents is None:
             latents = randn_tensor((batch, channels, height, width), generator=generator, device=device, dtype=dtype)
         upsampled = upsample_low_res(low_res.to(device, dtype), (height, width))
         noise = randn_tensor(upsampled.shape, generator=generator, device=device, dtype=dtype)
         levels = torch.full((batch,), noise_level, device=device, dtype=torch.long)
         noised = self.image_noising_scheduler.add_noise(upsampled, noise, levels)
-
-        latents = self.denoise(
-            labels,
-            num_inference_steps=num_inference_steps,
-            generator=generator,
-            latents=latents,
-            num_images_per_prompt=num_images_per_prompt,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            eta=eta,
-            clip_denoised=clip_denoised,
-            reuse_mask_features=reuse_mask_features,
-            unet_inputs={"low_res_sample": noised, "noise_level": levels},
-        )
-        images = self.postprocess(latents, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images, True)
-        return LungSDMPipelineOutput(images=images, synthetic=True)
+        return latents, {"low_res_sample": noised, "noise_level": levels}
 
     # ------------------------------------------------------------------ hub
 
