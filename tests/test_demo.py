@@ -103,3 +103,28 @@ def test_bundled_demo_checkpoints_load_and_run(tmp_path):
         card = (folder / "README.md").read_text()
         assert "| steps |" in card and "synthetic" in card
         assert json.loads((folder / "training.json").read_text())["steps"] > 1000
+
+
+def test_with_an_upscaler_the_demo_draws_full_resolution_slices_through_both_stages(demo_pipeline, tmp_path, capsys):
+    from lung_diffusers import LungSDMUpscalePipeline
+
+    torch.manual_seed(1)
+    unet = SemanticUNet2DModel(sample_size=64, block_out_channels=(32, 32), layers_per_block=1,
+                               attention_downsample_factors=(), add_attention=False, low_res_channels=1)
+    schedule = DDPMScheduler(variance_type="learned_range", clip_sample=True)
+    folder = tmp_path / "upscaler"
+    LungSDMUpscalePipeline(unet, schedule, schedule).save_pretrained(folder)
+    (folder / "example_masks").mkdir()
+    labels = np.kron(np.asarray(PIL.Image.open(demo_pipeline / "example_masks" / "nodule.png")), np.ones((2, 2), np.uint8))
+    PIL.Image.fromarray(labels).save(folder / "example_masks" / "nodule.png")
+
+    written = main(parse_args(["--pipeline", str(demo_pipeline), "--upscaler", str(folder), "--output",
+                               str(tmp_path / "out"), "--steps", "1", "--images-per-mask", "1"]))
+    slices = [p for p in written if p.name == "nodule_seed0.png"]
+    assert slices and all(is_synthetic(p) for p in written)
+    with PIL.Image.open(slices[0]) as image:
+        assert image.size == (64, 64)  # the upscaler's size, from its 32-px first stage
+    assert "64-px images" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="exclude each other"):
+        main(parse_args(["--pipeline", str(demo_pipeline), "--upscaler", str(folder), "--no-upscaler",
+                         "--output", str(tmp_path / "again")]))

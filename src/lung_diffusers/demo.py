@@ -31,6 +31,8 @@ from .output_folder import check_output_folder, output_folder
 from .scheduler_registry import DEFAULT_SCHEDULER, DEFAULT_STEPS, scheduler_names
 
 DEFAULT_PIPELINE = "pipelines/lung-sdm-64"
+# The cascade's second stage: when its folder is there, the demo draws 256-px slices through both stages.
+DEFAULT_UPSCALER = "pipelines/lung-sdm-upscaler-256"
 SCHEDULERS = scheduler_names()
 # Display upscaling of the side-by-side picture: a 64-px slice is tiny on screen.
 PREVIEW_SIDE = 256
@@ -55,7 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER, help=f"sampler (default {DEFAULT_SCHEDULER})"
     )
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps (of each stage)")
+    parser.add_argument(
+        "--upscaler",
+        help=f"a LungSDMUpscalePipeline folder or Hub repo id: draw full-resolution slices through both stages "
+        f"(default: {DEFAULT_UPSCALER} when it exists)",
+    )
+    parser.add_argument("--no-upscaler", action="store_true", help="draw the first stage's 64-px slices only")
+    parser.add_argument("--noise-level", type=int, default=100, help="the upscaler's augmentation level (0-999)")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image")
     parser.add_argument("--images-per-mask", type=int, default=2, help="samples per mask")
@@ -103,7 +112,7 @@ def synthetic_banner(width: int) -> np.ndarray:
 
 
 def main(args: argparse.Namespace) -> list[Path]:
-    from . import LungSDMPipeline, load_pipeline
+    from . import LungSDMCombinedPipeline, LungSDMPipeline, load_pipeline
 
     started = time.perf_counter()
     if args.steps < 1 or args.images_per_mask < 1:
@@ -120,15 +129,34 @@ def main(args: argparse.Namespace) -> list[Path]:
     train_steps = pipe.scheduler.config.num_train_timesteps
     if args.steps > train_steps:
         raise ValueError(f"--steps must be at most the model's {train_steps} training steps, got {args.steps}")
+    upscaler = upscaler_source(args)
+    if upscaler is not None:
+        pipe = LungSDMCombinedPipeline.from_stages(pipe, load_pipeline(upscaler, args.scheduler, device=None, flag="--upscaler"))
+        pipe.set_progress_bar_config(disable=False)
+        pipeline_path = Path(upscaler)  # its example masks have its size
     masks_dir = args.masks or pipeline_path / "example_masks"
     examples = load_example_masks(masks_dir)  # every mask read and checked before anything is written
     with output_folder(args.output, TOOL, args.overwrite) as out:
         written = write_examples(pipe, examples, masks_dir, args, out)
-    print(f"{len(examples)} masks x {args.images_per_mask} images in {time.perf_counter() - started:.0f} s "
-          f"({args.scheduler}, {args.steps} steps); all files are marked synthetic:")
+    size = examples[0][1].shape[0]
+    print(f"{len(examples)} masks x {args.images_per_mask} {size}-px images in {time.perf_counter() - started:.0f} s "
+          f"({args.scheduler}, {args.steps} steps{' per stage' if upscaler else ''}); all files are marked synthetic:")
     for path in written:
         print(f"  {path}")
+    if upscaler is None and not args.no_upscaler:
+        print(f"(64 px: for 256-px slices pass --upscaler FOLDER, or put the cascade's stage 2 in {DEFAULT_UPSCALER})")
     return written
+
+
+def upscaler_source(args: argparse.Namespace) -> str | None:
+    """The second stage to draw full-resolution slices with, or `None` for the first stage alone."""
+    if args.no_upscaler:
+        if args.upscaler:
+            raise ValueError("--upscaler and --no-upscaler exclude each other")
+        return None
+    if args.upscaler:
+        return args.upscaler
+    return DEFAULT_UPSCALER if Path(DEFAULT_UPSCALER, "model_index.json").is_file() else None
 
 
 def write_examples(pipe, examples, masks_dir: Path, args: argparse.Namespace, out) -> list[Path]:
@@ -142,6 +170,9 @@ def write_examples(pipe, examples, masks_dir: Path, args: argparse.Namespace, ou
     for name, mask, facts in examples:
         generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.images_per_mask)]
         common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, num_images_per_prompt=args.images_per_mask)
+        if hasattr(pipe, "upscaler"):  # both stages: the same steps and guidance for each
+            common.update(upscaler_num_inference_steps=args.steps, upscaler_guidance_scale=args.guidance,
+                          noise_level=args.noise_level)  # fmt: skip
         hu = pipe(mask, generator=generators, output_type="hu", **common).images
         grey = [window_hu(h, pipe.config.hu_window) for h in hu]
         source = facts.get("source", f"{masks_dir}/{name}.png")
