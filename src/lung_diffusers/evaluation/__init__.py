@@ -9,6 +9,8 @@ Modules:
 - :mod:`.bootstrap`: the mean of per-image scores with a percentile bootstrap interval (paired for two models).
 - :mod:`.anomaly_scores`: anomaly maps against known lesions: pixel AUROC, the Dice threshold picked on
   training patients and the Dice it gives elsewhere.
+- :mod:`.cascade_metrics`: what a 256-px cascade is measured by: placed nodules' contrast against a lung ring,
+  sharpness against the real slice, agreement with the first stage.
 - :mod:`.report_json`: :func:`json_ready`, numpy figures and NaNs made JSON-ready.
 
 The scripts that run them are ``training/evaluate_fidelity.py`` (fidelity), ``training/evaluate_anomaly_maps.py``
@@ -21,6 +23,10 @@ Plain numpy and SciPy: the package needs none of the optional extras. Names are 
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    **dict.fromkeys(
+        ("nodule_contrast_hu", "ring_around", "sharpness_ratio", "mean_abs_laplacian", "stage_agreement_hu", "area_downsample"),
+        ".cascade_metrics",
+    ),
     "lung_dice": ".fidelity",
     "slice_fidelity": ".fidelity",
     "soft_tissue_margin_px": ".fidelity",
