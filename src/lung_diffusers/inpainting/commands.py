@@ -21,6 +21,8 @@ from .settings import (
 )
 
 SCHEDULER_CHOICES = scheduler_names(repaint=True)
+# LungRePaintPipeline's SIZE_HANDLING, written out so that building the parser does not import torch (tested equal).
+SIZE_HANDLING = ("crop", "resample", "resize", "none")
 
 
 def register(subparsers) -> None:
@@ -48,8 +50,9 @@ def register(subparsers) -> None:
         help="insert a nodule into a real slice (RePaint with a Semantic Diffusion Model)",
         description=(
             "Edit the slice's label map (the nodule gets the nodule class) and inpaint the dilated nodule area with "
-            "the SDM conditioned on the edited map. An SDM sees whole slices at its own size (e.g. 64 px), so the slice "
-            "and map are resized to it and the outputs have the model's size. Writes inserted-<k>.png, inserted.nii.gz, "
+            "the SDM conditioned on the edited map. An SDM sees whole slices at its own size (e.g. 64 px): it inpaints the "
+            "slice and map resized to it, and the new area is pasted back, upsampled, so the outputs have the slice's "
+            "size (--size-handling resize: the model's). Writes inserted-<k>.png, inserted.nii.gz, "
             "label_map.png, difference.*, figure.png, all marked synthetic."
         ),
     )
@@ -172,7 +175,7 @@ def _edit_arguments(parser: argparse.ArgumentParser, dilation: int) -> None:
         "--scheduler", choices=SCHEDULER_CHOICES, help="swap the pipeline's scheduler (default: keep it)"
     )
     parser.add_argument(
-        "--size-handling", choices=("crop", "resize", "none"), help="default: crop for a prior, resize for an SDM"
+        "--size-handling", choices=SIZE_HANDLING, help="default: crop for a prior, resample for an SDM (see LungRePaintPipeline)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")

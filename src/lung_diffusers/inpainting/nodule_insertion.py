@@ -66,8 +66,10 @@ def insert_nodule(
         malignancy: ``"benign"`` / ``"malignant"`` for a 7-class model (required there); `None` for a 6-class one.
         dilation_px: the regenerated area is the nodule mask dilated by this many input pixels.
         num_samples, generator, num_inference_steps, jump_length, jump_n_sample, eta: as in :func:`remove_nodule`.
-        size_handling: as in the pipeline; an SDM's default ``"resize"`` shrinks slice and map to the model's size
-            (the SDM saw whole slices at that size), so **the result has the model's size** (e.g. 64 x 64).
+        size_handling: as in the pipeline; an SDM's default ``"resample"`` inpaints the slice and map shrunk to the
+            model's size (the SDM saw whole slices at that size) and pastes the new region back, upsampled, so **the
+            result has the slice's size** and is the real slice outside the region; ``"resize"`` returns the
+            model-sized result instead.
 
     Returns:
         A :class:`~lung_diffusers.inpainting.NoduleEdit` (``kind="insertion"``, ``label_map`` the edited map).

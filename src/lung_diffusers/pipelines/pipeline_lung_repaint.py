@@ -26,6 +26,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..cascade import upsample_low_res
 from ..ct import HU_WINDOW, as_label_tensor, image_from_model_range, label_names, label_scheme, scaled_labels_hint
 from ..hub import build_model_card
 from ..learned_variance import predicts_learned_variance
@@ -33,7 +34,7 @@ from ..models import SemanticUNet2DModel
 from .lung_pipeline import LungDiffusionPipeline
 from .synthetic_output import check_output_type
 
-SIZE_HANDLING = ("crop", "resize", "none")
+SIZE_HANDLING = ("crop", "resample", "resize", "none")
 
 # RePaint settings: `pipe(image, mask, **REPAINT_PRESETS["paper"])`. "cpu" (the call's defaults) inpaints a
 # 64-px crop in well under a minute on 2 CPU cores (about 230 U-Net passes); "paper" is Lugmayr et al.'s
@@ -195,9 +196,10 @@ class LungRePaintPipeline(LungDiffusionPipeline):
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     def default_size_handling(self) -> str:
-        """``"crop"`` for an unconditional prior (trained on crops of full-resolution slices), ``"resize"`` for an
-        SDM (trained on whole slices resized to its size)."""
-        return "resize" if self.is_semantic else "crop"
+        """``"crop"`` for an unconditional prior (trained on crops of full-resolution slices), ``"resample"`` for an
+        SDM (trained on whole slices resized to its size: it inpaints there, and the result is pasted back at the
+        slice's own resolution)."""
+        return "resample" if self.is_semantic else "crop"
 
     # ------------------------------------------------------------------ inputs
 
@@ -346,9 +348,9 @@ class LungRePaintPipeline(LungDiffusionPipeline):
                 f"the image ({height}x{width}) is smaller than the model's {size}x{size}; pad it, or run it as it is "
                 "with size_handling='none'"
             )
-        elif size_handling == "resize" and height != width:
+        elif size_handling in ("resize", "resample") and height != width:
             raise ValueError(
-                f"size_handling='resize' needs a square image (as the data recipe's), got {height}x{width}"
+                f"size_handling={size_handling!r} needs a square image (as the data recipe's), got {height}x{width}"
             )
         batch = image.shape[0] * num_images_per_prompt
         if isinstance(generator, list) and len(generator) != batch:
@@ -364,13 +366,14 @@ class LungRePaintPipeline(LungDiffusionPipeline):
     def fit_to_model(self, image, mask, labels, size_handling: str):
         """Crop or resize the inputs to the model (see ``size_handling`` in ``__call__``).
 
-        Returns the model-sized ``image``, ``mask`` and ``labels`` and the crop corners (``None`` unless cropping).
+        Returns the model-sized ``image``, ``mask`` and ``labels``, and how to paste the result back: the crop
+        corners, ``"resample"``, or ``None`` (the output is the model-sized sample).
         """
         size = self.model_size
         height, width = image.shape[-2:]
         if size_handling == "none" or (height, width) == (size, size):
             return image, mask, labels, None
-        if size_handling == "resize":
+        if size_handling in ("resize", "resample"):
             # Area averaging, as the data recipe shrinks slices; a pixel touching the region is regenerated.
             resized = F.interpolate(image, size=(size, size), mode="area")
             regenerate = F.interpolate(1 - mask, size=(size, size), mode="area") > 0
@@ -380,7 +383,7 @@ class LungRePaintPipeline(LungDiffusionPipeline):
                 labels = torch.stack(
                     [torch.from_numpy(resize_label_map(m.cpu().numpy().astype(np.uint8), size)).long() for m in labels]
                 )
-            return resized, (~regenerate).float(), labels, None
+            return resized, (~regenerate).float(), labels, size_handling if size_handling == "resample" else None
         corners = [region_window(m[0] < 0.5, size) for m in mask]
 
         def crop(batch: torch.Tensor) -> torch.Tensor:
@@ -527,9 +530,11 @@ class LungRePaintPipeline(LungDiffusionPipeline):
                 * ``"crop"`` (default for an unconditional prior, which is trained on crops of full-resolution
                   slices): inpaint a model-sized window centred on the region to regenerate, at full resolution, and
                   paste it back. **The output has the input's size.** The region must fit in one window.
-                * ``"resize"`` (default for an SDM, which is trained on whole slices resized to its size): shrink the
-                  image (area averaging) and label map (area-weighted majority) to the model size as the data recipe
-                  does. **The output has the model's size.**
+                * ``"resample"`` (default for an SDM, which is trained on whole slices resized to its size): shrink
+                  the image (area averaging) and label map (area-weighted majority) to the model size as the data
+                  recipe does, inpaint there, and paste the regenerated region, upsampled (bicubic, as the cascade),
+                  back into the slice. **The output has the input's size**; outside the region it is the input.
+                * ``"resize"``: as ``"resample"`` without the paste: **the output has the model's size.**
                 * ``"none"``: run the U-Net at the input size (sides must be multiples of its downsampling).
             clip_denoised (`bool`, defaults to `True`): Clip x0 to [-1, 1] at every step (the schedulers' own
                 ``clip_sample`` does it when set; otherwise the pipeline does).
@@ -615,7 +620,13 @@ class LungRePaintPipeline(LungDiffusionPipeline):
             sample = self.run_step_end_callback(callback_on_step_end, i, t, callback_on_step_end_tensor_inputs, sample)
 
         del features
-        if corners is not None:
+        if corners == "resample":
+            # The inpainted region, upsampled as the cascade does, inside the full-resolution slice.
+            keep = mask.to(device, dtype)
+            upsampled = upsample_low_res(sample.float(), tuple(original.shape[-2:])).to(dtype)
+            sample = keep * original.to(device, dtype) + (1 - keep) * upsampled
+            known, known_mask = original.to(device, dtype), keep
+        elif corners is not None:
             pasted = original.to(device, dtype).clone()
             for b, (top, left) in enumerate(corners):
                 pasted[b, :, top : top + sample.shape[-2], left : left + sample.shape[-1]] = sample[b]
