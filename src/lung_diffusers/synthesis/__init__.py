@@ -4,7 +4,8 @@
 under accelerate. The pieces, one module each:
 
 * :mod:`.settings`: the request, the settings that decide the rows, the ``--masks`` spec.
-* :mod:`.checkpoint`: the generating checkpoint (folder or Hub commit, weights sha256). :mod:`.schedulers`: the
+* :mod:`.checkpoint`: the generating checkpoint and a cascade's second stage (``--upscaler``: images at its
+  size, through both stages): folder or Hub commit, weights sha256. :mod:`.schedulers`: the
   ``--scheduler`` choices, the SDM samplers of :mod:`lung_diffusers.scheduler_registry`.
 * :mod:`.mask_source`: loading and checking the mask dataset. :mod:`.mask_plan`: which mask and which placed
   nodule each image gets, from (seed, global index).

@@ -28,22 +28,29 @@ class CheckpointRef:
     configs_sha256: str
 
 
-def resolve_checkpoint(name: str, revision: str | None = None, cache_dir: str | None = None) -> CheckpointRef:
-    """Find a LungSDMPipeline folder, or download (or find in the cache) a Hub repo at ``revision``.
+def resolve_checkpoint(
+    name: str, revision: str | None = None, cache_dir: str | None = None, flag: str = "--pipeline"
+) -> CheckpointRef:
+    """Find a pipeline folder, or download (or find in the cache) a Hub repo at ``revision``.
+
+    ``flag`` names the option it came from in errors (``--pipeline``, or ``--upscaler`` for a cascade's second
+    stage, whose folder is a LungSDMUpscalePipeline's).
 
     Raises:
         FileNotFoundError: a local path that does not exist, or neither a pipeline folder nor a reachable Hub repo.
     """
     from ..sources import local_or_hub
 
-    with local_or_hub(name, "--pipeline") as where:
+    kind = "LungSDMUpscalePipeline" if flag == "--upscaler" else "LungSDMPipeline"
+    revision_flag = "--revision" if flag == "--pipeline" else f"{flag}-revision"
+    with local_or_hub(name, flag) as where:
         if isinstance(where, Path):
             if not where.is_dir():
-                raise NotADirectoryError(f"--pipeline {name} is a file; give a LungSDMPipeline folder")
+                raise NotADirectoryError(f"{flag} {name} is a file; give a {kind} folder")
             if revision is not None:
-                raise ValueError(f"--revision applies to Hub repos; {name} is a local folder")
+                raise ValueError(f"{revision_flag} applies to Hub repos; {name} is a local folder")
             if not (where / "model_index.json").is_file():
-                raise FileNotFoundError(f"{name} has no model_index.json: give a LungSDMPipeline folder (save_pretrained)")
+                raise FileNotFoundError(f"{name} has no model_index.json: give a {kind} folder (save_pretrained)")
             return CheckpointRef(name, None, where, weights_sha256(where), configs_sha256(where))
         from huggingface_hub import snapshot_download
 
@@ -97,12 +104,41 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_pipeline(checkpoint: CheckpointRef, scheduler_class: str, device="cpu"):
-    """The checkpoint's :class:`~lung_diffusers.LungSDMPipeline` with the chosen scheduler, quiet, on ``device``."""
-    from ..pipelines import LungSDMPipeline
+def load_pipeline(checkpoint: CheckpointRef, scheduler_class: str, device="cpu", upscaler: CheckpointRef | None = None):
+    """The checkpoint's :class:`~lung_diffusers.LungSDMPipeline` with the chosen scheduler, quiet, on ``device``.
+
+    With ``upscaler`` (a cascade's second stage), a :class:`~lung_diffusers.LungSDMCombinedPipeline` of the two,
+    both sampling with the chosen scheduler on their own noise schedules.
+    """
+    from ..pipelines import LungSDMCombinedPipeline, LungSDMPipeline, LungSDMUpscalePipeline
     from ..pipelines import load_pipeline as load
     from .schedulers import make_scheduler
 
+    _check_stage(checkpoint, "LungSDMPipeline", "--pipeline")
     pipe = load(checkpoint.local_dir, device=None, pipeline_class=LungSDMPipeline)
     pipe.scheduler = make_scheduler(scheduler_class, pipe.scheduler.config)
+    if upscaler is not None:
+        _check_stage(upscaler, "LungSDMUpscalePipeline", "--upscaler")
+        stage_two = load(upscaler.local_dir, device=None, pipeline_class=LungSDMUpscalePipeline, flag="--upscaler")
+        stage_two.scheduler = make_scheduler(scheduler_class, stage_two.scheduler.config)
+        pipe = LungSDMCombinedPipeline.from_stages(pipe, stage_two)
+        pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+_STAGE_FLAGS = {"LungSDMPipeline": "--pipeline", "LungSDMUpscalePipeline": "--upscaler"}
+
+
+def _check_stage(checkpoint: CheckpointRef, expected: str, flag: str) -> None:
+    """Refuse a folder of the other cascade stage with the option that takes it (before loading any weights)."""
+    import json
+
+    try:
+        found = json.loads((checkpoint.local_dir / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError):
+        return  # the loader says what is wrong with the folder
+    if found != expected and found in _STAGE_FLAGS:
+        raise ValueError(
+            f"{flag} {checkpoint.name} is a {found} folder; synthesize takes a {expected} as {flag} "
+            f"(pass this one as {_STAGE_FLAGS[found]})"
+        )

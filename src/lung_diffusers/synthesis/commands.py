@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from .schedulers import SCHEDULER_CLASSES
-from .settings import DEFAULT_BATCH_SIZE, DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_THREADS
+from .settings import DEFAULT_BATCH_SIZE, DEFAULT_NOISE_LEVEL, DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_THREADS
 
 
 def register(subparsers) -> None:
@@ -27,6 +27,22 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--pipeline", required=True, metavar="PATH_OR_REPO", help="LungSDMPipeline folder or Hub repo id")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --pipeline")
+    parser.add_argument(
+        "--upscaler",
+        metavar="PATH_OR_REPO",
+        help="a cascade's second stage (LungSDMUpscalePipeline folder or Hub repo, e.g. pipelines/lung-sdm-upscaler-256): "
+        "masks are taken at its size and each image is drawn by --pipeline, then by it (default: --pipeline's size only)",
+    )
+    parser.add_argument("--upscaler-revision", metavar="REVISION", help="Hub revision of --upscaler")
+    parser.add_argument(
+        "--upscaler-steps", type=int, metavar="N", help="the second stage's denoising steps (default: --steps)"
+    )
+    parser.add_argument(
+        "--noise-level",
+        type=int,
+        metavar="LEVEL",
+        help=f"the second stage's augmentation level for stage 1's image (default {DEFAULT_NOISE_LEVEL})",
+    )
     parser.add_argument(
         "--masks",
         required=True,
@@ -100,6 +116,10 @@ def request_from_args(args: argparse.Namespace):
         push_to_hub=args.push_to_hub,
         cpu=args.cpu,
         cache_dir=args.cache_dir,
+        upscaler=args.upscaler,
+        upscaler_revision=args.upscaler_revision,
+        upscaler_steps=args.upscaler_steps,
+        noise_level=args.noise_level,
     )
 
 

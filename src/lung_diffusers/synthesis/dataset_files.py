@@ -76,17 +76,29 @@ SYNTHESIS_FEATURES = {
 }
 
 
-def output_features(source_features: datasets.Features) -> datasets.Features:
-    """The mask dataset's features (``image`` and ``mask`` as images) plus :data:`SYNTHESIS_FEATURES`."""
+# Columns of a cascade's rows only (a one-stage dataset keeps its columns as they were).
+CASCADE_FEATURES = {
+    "upscaler": datasets.Value("string"),
+    "upscaler_revision": datasets.Value("string"),
+    "upscaler_sha256": datasets.Value("string"),
+    "upscaler_num_inference_steps": datasets.Value("int32"),
+    "noise_level": datasets.Value("int32"),
+}
+
+
+def output_features(source_features: datasets.Features, cascade: bool = False) -> datasets.Features:
+    """The mask dataset's features (``image`` and ``mask`` as images) plus :data:`SYNTHESIS_FEATURES` (and
+    :data:`CASCADE_FEATURES` for a cascade's images)."""
     features = {"image": datasets.Image(), "mask": datasets.Image()}
     features.update({name: f for name, f in source_features.items() if name not in features})
-    clash = sorted(set(features) & set(SYNTHESIS_FEATURES))
+    added = {**SYNTHESIS_FEATURES, **(CASCADE_FEATURES if cascade else {})}
+    clash = sorted(set(features) & set(added))
     if clash:
         raise ValueError(
             f"the mask dataset already has column(s) {clash}, which synthesis adds (is it a synthetic dataset?); "
             "use a real mask dataset"
         )
-    return datasets.Features({**features, **SYNTHESIS_FEATURES})
+    return datasets.Features({**features, **added})
 
 
 def shard_path(output_dir: str | Path, batch_index: int) -> Path:

@@ -6,6 +6,9 @@ batch gives the same bytes on whichever process makes it, as long as the hardwar
 thread count are the same. Why the batch must be the same too: CPU convolution kernels block their work by
 batch size, so the same image in a batch of 1 and of 4 differs by ~1e-6 (measured on the demo checkpoint),
 which can flip a uint8 rounding. Rows therefore record their batch, its size and their position in it.
+
+In a cascade, each image's generator draws stage 1's noise and then stage 2's
+(:class:`~lung_diffusers.LungSDMCombinedPipeline`), so the image's one seed reproduces both stages.
 """
 
 from __future__ import annotations
@@ -26,8 +29,13 @@ from .mask_source import MaskSource
 from .settings import SynthesisSettings
 
 
-def run_pipeline(pipe, label_maps: np.ndarray, seeds: Sequence[int], num_inference_steps: int, guidance_scale: float):
-    """PIL images of one batch, each from its own CPU generator (the same noise on any device)."""
+def run_pipeline(
+    pipe, label_maps: np.ndarray, seeds: Sequence[int], num_inference_steps: int, guidance_scale: float, **upscaler
+):
+    """PIL images of one batch, each from its own CPU generator (the same noise on any device).
+
+    ``upscaler``: a cascade's second-stage options (:func:`upscaler_options`), for a combined pipeline.
+    """
     import torch
 
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
@@ -37,18 +45,30 @@ def run_pipeline(pipe, label_maps: np.ndarray, seeds: Sequence[int], num_inferen
         guidance_scale=guidance_scale,
         generator=generators,
         output_type="pil",
+        **upscaler,
     ).images
+
+
+def upscaler_options(steps: int | None, noise_level: int | None, guidance_scale: float) -> dict:
+    """The combined pipeline's second-stage arguments (none without an upscaler): its steps and level, and the
+    first stage's guidance."""
+    if steps is None:
+        return {}
+    return dict(upscaler_num_inference_steps=steps, noise_level=noise_level, upscaler_guidance_scale=guidance_scale)
 
 
 def png_metadata(row: dict) -> dict[str, str]:
     """Text chunks written into each image's PNG besides the synthetic mark: enough to find the row again."""
     source = row["source_mask"]
-    return {
+    metadata = {
         "seed": str(row["seed"]),
         "global_index": str(row["global_index"]),
         "checkpoint": f"{row['checkpoint']}@{row['checkpoint_revision'] or 'local'} sha256:{row['checkpoint_sha256']}",
         "source_mask": f"{source['config']}/{source['split']}/{source['seriesuid']}/{source['slice_index']}",
     }
+    if row.get("upscaler") is not None:
+        metadata["upscaler"] = f"{row['upscaler']}@{row['upscaler_revision'] or 'local'} sha256:{row['upscaler_sha256']}"
+    return metadata
 
 
 def synthetic_png_bytes(image, metadata: dict[str, str]) -> bytes:
@@ -69,6 +89,15 @@ def run_fields(settings: SynthesisSettings, device) -> dict:
     import diffusers
     import torch
 
+    stage_two = {}
+    if settings.cascade:
+        stage_two = {
+            "upscaler": settings.upscaler,
+            "upscaler_revision": settings.upscaler_revision,
+            "upscaler_sha256": settings.upscaler_weights_sha256,
+            "upscaler_num_inference_steps": settings.upscaler_num_inference_steps,
+            "noise_level": settings.noise_level,
+        }
     return {
         "synthetic": True,
         "checkpoint": settings.pipeline,
@@ -81,6 +110,7 @@ def run_fields(settings: SynthesisSettings, device) -> dict:
         "torch_threads": settings.torch_threads,
         "device": device_description(device),
         "software": f"lung-diffusers {__version__}, torch {torch.__version__}, diffusers {diffusers.__version__}",
+        **stage_two,
     }
 
 
@@ -108,7 +138,10 @@ def generate_batch(pipe, sampler: MaskSampler, settings: SynthesisSettings, batc
     """The rows of global batch ``batch_index`` (``shared``: :func:`run_fields`)."""
     plans = [sampler.plan(index) for index in settings.batch_range(batch_index)]
     label_maps = np.stack([sampler.label_map(plan) for plan in plans])
-    images = run_pipeline(pipe, label_maps, [p.seed for p in plans], settings.num_inference_steps, settings.guidance_scale)
+    stage_two = upscaler_options(settings.upscaler_num_inference_steps, settings.noise_level, settings.guidance_scale)
+    images = run_pipeline(
+        pipe, label_maps, [p.seed for p in plans], settings.num_inference_steps, settings.guidance_scale, **stage_two
+    )
     rows = []
     for position, (plan, image, label_map) in enumerate(zip(plans, images, label_maps)):
         row = synthetic_row(sampler.source, plan, label_map, shared)

@@ -1,8 +1,9 @@
 """Regenerating rows of a synthetic dataset from their metadata.
 
 A row is reproduced bit for bit from its columns together with its batch mates (same ``batch_index``): the
-checkpoint (checked against ``checkpoint_sha256``), the scheduler, steps and guidance, every image's seed and
-mask, and the torch thread count, on the same hardware and software (``device``, ``software``). The mask can
+checkpoint (checked against ``checkpoint_sha256``; a cascade's upscaler against ``upscaler_sha256``), the
+scheduler, steps and guidance (and the second stage's steps and noise level), every image's seed and mask, and
+the torch thread count, on the same hardware and software (``device``, ``software``). The mask can
 also be rebuilt from the source dataset and the ``edit`` (:func:`rebuild_label_map`).
 """
 
@@ -15,23 +16,30 @@ import numpy as np
 
 from ..ct import resize_label_map
 from .checkpoint import load_pipeline, resolve_checkpoint
-from .generation import png_metadata, run_pipeline, synthetic_png_bytes
+from .generation import png_metadata, run_pipeline, synthetic_png_bytes, upscaler_options
 from .mask_plan import PlacedNodule, apply_edit
 from .mask_source import decode_mask
 
 
 def pipeline_for(row: dict, cache_dir: str | None = None):
-    """The row's pipeline and scheduler, after checking that its weights are the ones that made the row.
+    """The row's pipeline and scheduler (both stages for a cascade's row), after checking that their weights are
+    the ones that made the row.
 
     A checkpoint recorded as a relative folder path is looked up from the current folder.
     """
-    checkpoint = resolve_checkpoint(row["checkpoint"], row["checkpoint_revision"], cache_dir)
-    if checkpoint.weights_sha256 != row["checkpoint_sha256"]:
+    checkpoint = _checked(row, "checkpoint", "--pipeline", cache_dir)
+    upscaler = _checked(row, "upscaler", "--upscaler", cache_dir) if row.get("upscaler") is not None else None
+    return load_pipeline(checkpoint, row["scheduler"], upscaler=upscaler)
+
+
+def _checked(row: dict, column: str, flag: str, cache_dir: str | None):
+    reference = resolve_checkpoint(row[column], row[f"{column}_revision"], cache_dir, flag)
+    if reference.weights_sha256 != row[f"{column}_sha256"]:
         raise ValueError(
-            f"the weights of {row['checkpoint']} have sha256 {checkpoint.weights_sha256}, but the row was made by "
-            f"{row['checkpoint_sha256']}: the checkpoint changed since (a newer export at the same path?)"
+            f"the weights of {row[column]} have sha256 {reference.weights_sha256}, but the row was made by "
+            f"{row[f'{column}_sha256']}: the {column} changed since (a newer export at the same path?)"
         )
-    return load_pipeline(checkpoint, row["scheduler"])
+    return reference
 
 
 def batch_rows(dataset, batch_index: int) -> list[dict]:
@@ -50,9 +58,11 @@ def regenerate_batch(rows: Sequence[dict], pipe=None, cache_dir: str | None = No
         raise ValueError("give all the rows of one batch (same batch_index, positions 0 to batch_size - 1)")
     pipe = pipe if pipe is not None else pipeline_for(first, cache_dir)
     label_maps = np.stack([_label_map(row["mask"]) for row in rows])
+    stage_two = upscaler_options(first.get("upscaler_num_inference_steps"), first.get("noise_level"), first["guidance_scale"])
     with torch_threads(first["torch_threads"]):
         images = run_pipeline(
-            pipe, label_maps, [row["seed"] for row in rows], first["num_inference_steps"], first["guidance_scale"]
+            pipe, label_maps, [row["seed"] for row in rows], first["num_inference_steps"], first["guidance_scale"],
+            **stage_two,
         )
     return [synthetic_png_bytes(image, png_metadata(row)) for image, row in zip(images, rows)]
 

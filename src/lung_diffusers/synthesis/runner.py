@@ -36,7 +36,7 @@ from .generation import generate_batch, run_fields
 from .mask_plan import MaskSampler, nodule_size_range
 from .mask_source import MaskSource, load_mask_source, resolve_config
 from .schedulers import check_scheduler_name
-from .settings import MaskSpec, SynthesisRequest, SynthesisSettings
+from .settings import DEFAULT_NOISE_LEVEL, MaskSpec, SynthesisRequest, SynthesisSettings
 
 
 @dataclass
@@ -69,15 +69,19 @@ def synthesize(request: SynthesisRequest, log=print) -> SynthesisResult:
 
     with accelerator.main_process_first():  # Hub downloads and the datasets cache, once
         checkpoint = resolve_checkpoint(request.pipeline, request.revision, request.cache_dir)
+        upscaler = None
+        if request.upscaler is not None:
+            upscaler = resolve_checkpoint(request.upscaler, request.upscaler_revision, request.cache_dir, "--upscaler")
         spec = resolve_config(MaskSpec.parse(request.masks), request.cache_dir)
-        pipe = load_pipeline(checkpoint, scheduler_class, accelerator.device)
-        source = load_mask_source(spec, pipe.unet.config.num_classes, pipe.unet.config.sample_size, request.cache_dir)
+        pipe = load_pipeline(checkpoint, scheduler_class, accelerator.device, upscaler)
+        # A cascade's masks are taken at the second stage's size: placed nodules are sized in its pixels.
+        source = load_mask_source(spec, pipe.unet.config.num_classes, output_size(pipe), request.cache_dir)
     if spec.split == "test" and main:
         log(f"warning: masks from the test split of {spec.dataset}: keep these images out of any model tested on it")
-    settings = resolve_settings(request, checkpoint, pipe, source)
+    settings = resolve_settings(request, checkpoint, pipe, source, upscaler)
     check_sampler(pipe, settings)
     sampler = MaskSampler(settings, source)
-    features = output_features(source.dataset.features)
+    features = output_features(source.dataset.features, settings.cascade)
     output = Path(request.output)
 
     def start() -> tuple[SynthesisSettings, str]:
@@ -126,16 +130,35 @@ def synthesize(request: SynthesisRequest, log=print) -> SynthesisResult:
     return result
 
 
-def resolve_settings(request: SynthesisRequest, checkpoint: CheckpointRef, pipe, source: MaskSource) -> SynthesisSettings:
+def output_size(pipe) -> int:
+    """The side of the images a pipeline draws: the U-Net's, or a cascade's second stage's."""
+    unet = pipe.upscaler_unet if hasattr(pipe, "upscaler_unet") else pipe.unet
+    return int(unet.config.sample_size)
+
+
+def resolve_settings(
+    request: SynthesisRequest, checkpoint: CheckpointRef, pipe, source: MaskSource, upscaler: CheckpointRef | None = None
+) -> SynthesisSettings:
     """The settings of this run: the request plus what it resolved to (commit, hashes, config, sizes)."""
     unet = pipe.unet.config
     seven_classes = unet.num_classes == len(MALIGNANCY_LABEL_NAMES)
+    stage_two = {}
+    if upscaler is not None:
+        stage_two = dict(
+            upscaler=upscaler.name,
+            upscaler_revision=upscaler.revision,
+            upscaler_weights_sha256=upscaler.weights_sha256,
+            upscaler_configs_sha256=upscaler.configs_sha256,
+            low_res_size=unet.sample_size,
+            upscaler_num_inference_steps=request.upscaler_steps or request.steps,
+            noise_level=DEFAULT_NOISE_LEVEL if request.noise_level is None else request.noise_level,
+        )
     return SynthesisSettings(
         pipeline=checkpoint.name,
         pipeline_revision=checkpoint.revision,
         weights_sha256=checkpoint.weights_sha256,
         configs_sha256=checkpoint.configs_sha256,
-        image_size=unet.sample_size,
+        image_size=output_size(pipe),
         num_classes=unet.num_classes,
         masks_dataset=source.spec.dataset,
         masks_config=source.spec.config,
@@ -154,6 +177,7 @@ def resolve_settings(request: SynthesisRequest, checkpoint: CheckpointRef, pipe,
         nodule_diameter_mm=nodule_size_range(source, unet.num_classes, request.nodule_fraction, request.nodule_diameter_mm),
         torch_threads=request.threads,
         dtype=str(pipe.unet.dtype).removeprefix("torch."),
+        **stage_two,
     )
 
 
@@ -220,11 +244,25 @@ _PASSED_ON_ERRORS = {e.__name__: e for e in (ValueError, FileNotFoundError, NotA
 
 
 def check_sampler(pipe, settings: SynthesisSettings) -> None:
-    """Refuse steps or a scheduler the checkpoint cannot sample with, before the output folder is touched."""
-    train_steps = pipe.scheduler.config.num_train_timesteps
-    if not 1 <= settings.num_inference_steps <= train_steps:
-        raise ValueError(f"--steps must be between 1 and the scheduler's {train_steps} training steps, got {settings.num_inference_steps}")
-    pipe.check_scheduler()
+    """Refuse steps, a scheduler or a noise level the checkpoint (and upscaler) cannot sample with, before the
+    output folder is touched."""
+    stages = [("--steps", pipe.base if settings.cascade else pipe, settings.num_inference_steps)]
+    if settings.cascade:
+        if settings.image_size % settings.low_res_size:
+            raise ValueError(
+                f"--upscaler draws {settings.image_size}-px slices, which is no whole multiple of --pipeline's "
+                f"{settings.low_res_size} px: give the two stages of one cascade"
+            )
+        stages.append(("--upscaler-steps", pipe.upscaler, settings.upscaler_num_inference_steps))
+        try:
+            pipe.upscaler.check_noise_level(settings.noise_level)
+        except ValueError as error:
+            raise ValueError(f"--noise-level: {error}") from None
+    for flag, stage, steps in stages:
+        train_steps = stage.scheduler.config.num_train_timesteps
+        if not 1 <= steps <= train_steps:
+            raise ValueError(f"{flag} must be between 1 and the scheduler's {train_steps} training steps, got {steps}")
+        stage.check_scheduler()
 
 
 # tqdm's default turns the rate into s/img below 1 img/s; images/s reads the same at any speed.

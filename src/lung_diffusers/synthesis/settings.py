@@ -6,6 +6,7 @@ The settings are stored as ``synthesis_settings.json`` in the output folder when
 same folder must resolve to the same settings (it then resumes); anything else is refused, because its shards
 would mix two runs. The checkpoint and the masks are compared by content (their hashes), not by how their paths
 are spelled: ``./sdm`` and ``/home/me/sdm``, or a relative path given from another folder, are the same inputs.
+The same holds for a cascade's second stage (``--upscaler``), which the settings record as they record the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ DEFAULT_BATCH_SIZE = 8
 # One torch thread per process: scale-out comes from processes, and the thread count changes the float
 # arithmetic (see the package docstring), so it must not follow the number of cores.
 DEFAULT_THREADS = 1
+# LungSDMUpscalePipeline's default augmentation level, repeated so that --help need not import torch (a test
+# checks that the two agree).
+DEFAULT_NOISE_LEVEL = 100
 # "config" or "config/split" after the last colon of --masks.
 _CONFIG_SPLIT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
 
@@ -73,14 +77,28 @@ class SynthesisRequest:
     push_to_hub: str | None = None
     cpu: bool = False
     cache_dir: str | None = None
+    upscaler: str | None = None
+    upscaler_revision: str | None = None
+    upscaler_steps: int | None = None
+    noise_level: int | None = None
 
     def check(self) -> None:
         """Refuse values that cannot work, before anything is loaded."""
-        for name in ("num_images", "steps", "batch_size", "threads"):
-            value = getattr(self, name)
+        counts = {"--num-images": self.num_images, "--steps": self.steps, "--batch-size": self.batch_size,
+                  "--threads": self.threads, "--upscaler-steps": self.upscaler_steps}  # fmt: skip
+        for flag, value in counts.items():
+            if value is None and flag == "--upscaler-steps":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                flag = {"num_images": "--num-images", "steps": "--steps", "batch_size": "--batch-size"}.get(name, "--threads")
                 raise ValueError(f"{flag} must be a positive integer, got {value!r}")
+        stage_two = {"--upscaler-revision": self.upscaler_revision, "--upscaler-steps": self.upscaler_steps,
+                     "--noise-level": self.noise_level}  # fmt: skip
+        given = [flag for flag, value in stage_two.items() if value is not None]
+        if self.upscaler is None and given:
+            raise ValueError(f"{given[0]} sets the cascade's second stage; give --upscaler as well")
+        level = self.noise_level
+        if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
+            raise ValueError(f"--noise-level must be an integer >= 0 (0: no augmentation), got {level!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"--seed must be an integer in [0, 2**63), got {self.seed!r}")
         if not math.isfinite(self.guidance) or self.guidance < 0:
@@ -110,7 +128,8 @@ class SynthesisSettings:
         configs_sha256: sha256 of the checkpoint's configs (``model_index.json`` and its components' configs; see
             :func:`~lung_diffusers.synthesis.checkpoint.configs_sha256`). None in settings files written before it
             was recorded.
-        image_size, num_classes: the U-Net's; masks are resized to ``image_size``.
+        image_size, num_classes: the side of the images (the U-Net's; with an upscaler, its own) and the classes;
+            masks are resized to ``image_size``, so placed nodules are sized in its pixels.
         masks_dataset, masks_config, masks_split: where the masks come from (the config resolved when not given).
         masks_rows, masks_sha256: the split's row count and a hash of its masks and ids.
         scheduler, scheduler_class: the ``--scheduler`` name and the diffusers class it selects (built with
@@ -119,6 +138,11 @@ class SynthesisSettings:
         malignant_fraction: 7-class models: share of placed nodules that are malignant (None for 6 classes).
         nodule_diameter_mm: range placed nodules' diameters are drawn from (None without placement).
         torch_threads: torch's intra-op threads per process (the float arithmetic depends on it).
+        upscaler, upscaler_revision, upscaler_weights_sha256, upscaler_configs_sha256: a cascade's second stage
+            (:class:`~lung_diffusers.LungSDMUpscalePipeline`), recorded as the checkpoint is; all None without one.
+        low_res_size: the first stage's side in a cascade (its maps are made from the full-resolution ones).
+        upscaler_num_inference_steps, noise_level: the second stage's steps and augmentation level (its sampler
+            is ``scheduler``, its guidance ``guidance_scale``, as the first stage's).
     """
 
     pipeline: str
@@ -145,6 +169,18 @@ class SynthesisSettings:
     dtype: str = "float32"
     format_version: int = FORMAT_VERSION
     configs_sha256: str | None = None
+    upscaler: str | None = None
+    upscaler_revision: str | None = None
+    upscaler_weights_sha256: str | None = None
+    upscaler_configs_sha256: str | None = None
+    low_res_size: int | None = None
+    upscaler_num_inference_steps: int | None = None
+    noise_level: int | None = None
+
+    @property
+    def cascade(self) -> bool:
+        """Whether the images come through both stages of a cascade."""
+        return self.upscaler is not None
 
     @property
     def num_batches(self) -> int:
@@ -174,12 +210,15 @@ class SynthesisSettings:
 
         A local checkpoint folder (no Hub revision) and the masks are the same inputs when their content is, which
         ``weights_sha256``, ``configs_sha256`` and ``masks_sha256`` (with the rows, config and split) decide: how
-        their paths were spelled is not compared. A Hub checkpoint is its repo id at its commit.
+        their paths were spelled is not compared. A Hub checkpoint is its repo id at its commit. The same goes for
+        an upscaler (its ``upscaler_*`` hashes).
         """
         mine, theirs = asdict(self), asdict(other)
         ignored = {"masks_dataset"}
         if self.pipeline_revision is None and other.pipeline_revision is None:
             ignored.add("pipeline")
+        if self.cascade and other.cascade and self.upscaler_revision is None and other.upscaler_revision is None:
+            ignored.add("upscaler")
         if None in (self.configs_sha256, other.configs_sha256):
             ignored.add("configs_sha256")  # not recorded by older versions: the weights' hash still decides
         return [name for name in mine if name not in ignored and mine[name] != theirs.get(name)]
