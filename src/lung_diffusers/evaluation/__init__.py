@@ -11,9 +11,13 @@ Modules:
   training patients and the Dice it gives elsewhere.
 - :mod:`.cascade_metrics`: what a 256-px cascade is measured by: placed nodules' contrast against a lung ring,
   sharpness against the real slice, agreement with the first stage.
+- :mod:`.nodule_placement`: the nodules those contrasts are of: discs placed in mm inside the lungs, and the
+  nodules a label map holds.
+- :mod:`.cascade_report`: the cascade's figures over a set of images with each goal's verdict, and the figure
+  real slice | mask | stage 1 | output.
 - :mod:`.report_json`: :func:`json_ready`, numpy figures and NaNs made JSON-ready.
 
-The scripts that run them are ``training/evaluate_fidelity.py`` (fidelity), ``training/evaluate_anomaly_maps.py``
+The scripts that run them are ``training/evaluate_fidelity.py`` (fidelity; with ``--upscaler`` the cascade's), ``training/evaluate_anomaly_maps.py``
 (anomaly maps) and ``training/train_prior_segmentation.py`` (Dice / IoU with intervals). A new metric goes in the
 module of what it measures (or a new, small one named for it), with an export here and a test on known answers.
 
@@ -33,6 +37,8 @@ _EXPORTS = {
     "mid_chest": ".fidelity",
     "mean_over_images": ".fidelity",
     "targets_met": ".fidelity",
+    **dict.fromkeys(("NodulePlacement", "place_nodules", "drawn_nodules"), ".nodule_placement"),
+    **dict.fromkeys(("summarize_cascade", "cascade_goals", "build_cascade_report"), ".cascade_report"),
     "summarize_fidelity": ".fidelity_report",
     "build_fidelity_report": ".fidelity_report",
     "dice_score": ".overlap",

@@ -33,10 +33,17 @@ def _training_rows(facts: dict) -> list[tuple[str, str]]:
 
 
 def fidelity_markdown(fidelity: dict) -> str:
-    """A markdown table of the figures ``training/evaluate_fidelity.py`` writes."""
-    lines = [fidelity.get("description", ""), "", "| | synthetic | real | target |", "|---|---|---|---|"]
+    """A markdown table of the figures ``training/evaluate_fidelity.py`` writes; with a ``verdict`` column when its
+    rows carry one (the cascade's: ``met``, ``missed`` or ``information`` per goal)."""
+    verdicts = any("verdict" in row for row in fidelity["rows"])
+    header = "| | synthetic | real | target |" + (" verdict |" if verdicts else "")
+    lines = [fidelity.get("description", ""), "", header, "|---|---|---|---|" + ("---|" if verdicts else "")]
     for row in fidelity["rows"]:
-        lines.append(f"| {row['name']} | {row['synthetic']} | {row['real']} | {row['target']} |")
+        cells = [row["name"], row["synthetic"], row["real"], row["target"]]
+        if verdicts:
+            verdict = row.get("verdict", "")
+            cells.append(f"**{verdict}**" if verdict in ("met", "missed") else verdict)
+        lines.append("| " + " | ".join(cells) + " |")
     if fidelity.get("verdict"):
         lines += ["", fidelity["verdict"]]
     return "\n".join(lines).strip()
