@@ -17,9 +17,10 @@ Modules:
   real slice | mask | stage 1 | output.
 - :mod:`.report_json`: :func:`json_ready`, numpy figures and NaNs made JSON-ready.
 
-The scripts that run them are ``training/evaluate_fidelity.py`` (fidelity; with ``--upscaler`` the cascade's), ``training/evaluate_anomaly_maps.py``
-(anomaly maps) and ``training/train_prior_segmentation.py`` (Dice / IoU with intervals). A new metric goes in the
-module of what it measures (or a new, small one named for it), with an export here and a test on known answers.
+The scripts that run them are ``training/evaluate_fidelity.py`` (fidelity; with ``--upscaler`` the cascade's),
+``training/evaluate_anomaly_maps.py`` (anomaly maps) and ``training/train_prior_segmentation.py`` (Dice / IoU with
+intervals). A new metric goes in the module of what it measures (or a new, small one named for it), with an export
+here and a test on known answers.
 
 Plain numpy and SciPy: the package needs none of the optional extras. Names are imported on first use.
 """

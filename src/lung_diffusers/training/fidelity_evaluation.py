@@ -20,6 +20,10 @@ files of that run's manifest are replaced (:mod:`lung_diffusers.output_folder`).
 ``fidelity.json`` and the grid in the pipeline folder and re-renders its model card from ``training.json`` and
 ``fidelity.json`` there. Bad input exits with status 2 and a one-line error. ``training/evaluate_fidelity.py``
 runs :func:`cli`.
+
+``--upscaler FOLDER`` evaluates the cascade (this SDM, then that super-resolution stage) at the upscaler's size
+instead, with placed nodules' contrast, sharpness and agreement with stage 1 besides, and resumes an interrupted
+run (rerun with ``--overwrite``): :mod:`lung_diffusers.training.cascade_evaluation`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import LungSDMPipeline, save_synthetic_png
+from .. import LungSDMPipeline, LungSDMUpscalePipeline, save_synthetic_png
 from ..atomic_write import write_bytes_atomically, write_text_atomically
 from ..ct import MALIGNANCY_LABEL_NAMES
 from ..data.slice_dataset import check_slice_dataset, load_slice_dataset, num_classes_for_configs
@@ -52,7 +57,10 @@ from ..evaluation.fidelity_report import (
 from ..evaluation.report_json import json_ready
 from ..output_folder import check_output_folder, output_folder
 from ..pipelines import load_pipeline as load_sdm_pipeline
+from ..pipelines.pipeline_lung_sdm_upscale import DEFAULT_NOISE_LEVEL
 from ..scheduler_registry import DEFAULT_SCHEDULER, get_entry, scheduler_names
+from . import cascade_evaluation
+from .cascade_evaluation import MAX_UPSCALER_STEPS, RECORDS_FILE
 from .model_card import FIDELITY_FILE, TRAINING_FILE, fidelity_markdown, write_training_card
 from .script_cli import run_script
 from .slice_data import SliceTrainingData
@@ -104,7 +112,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     report.add_argument(
         "--update_card",
         action="store_true",
-        help="also put fidelity.json and the grid in the pipeline folder and re-render its model card",
+        help="also put fidelity.json and the grid in the pipeline folder (with --upscaler: the upscaler's folder) "
+        "and re-render its model card",
+    )
+
+    cascade = parser.add_argument_group(
+        "cascade (--upscaler): both stages at the upscaler's size, placed nodules, sharpness, agreement; resumable"
+    )
+    cascade.add_argument(
+        "--upscaler", help="a saved LungSDMUpscalePipeline folder: evaluate --pipeline then it, at its size"
+    )
+    cascade.add_argument(
+        "--upscaler_steps", type=int, default=MAX_UPSCALER_STEPS,
+        help=f"stage 2's sampling steps (default and most: {MAX_UPSCALER_STEPS})",
+    )  # fmt: skip
+    cascade.add_argument(
+        "--noise_level", type=int, default=DEFAULT_NOISE_LEVEL,
+        help=f"stage 2's augmentation level of the stage-1 image (default {DEFAULT_NOISE_LEVEL})",
+    )  # fmt: skip
+    cascade.add_argument("--nodule_masks", type=int, default=8, help="nodule-free mid-chest masks that get nodules")
+    cascade.add_argument(
+        "--nodule_diameters_mm", type=float, nargs="+", default=[4.0, 6.0, 10.0, 20.0], help="placed nodules' diameters"
+    )
+    cascade.add_argument("--nodule_positions", type=int, default=3, help="positions per diameter and mask")
+    cascade.add_argument(
+        "--nodule_seeds", type=int, nargs="+", default=[0, 1], help="one image per placed nodule and seed"
     )
     args = parser.parse_args(argv)
     check_args(args)
@@ -113,21 +145,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad options before anything is loaded."""
-    for name in ("num_inference_steps", "batch_size", "grid_rows", "resolution", "max_masks", "grid_scale"):
+    for name in ("num_inference_steps", "batch_size", "grid_rows", "resolution", "max_masks", "grid_scale",
+                 "upscaler_steps", "nodule_masks", "nodule_positions"):  # fmt: skip
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be at least 1, got {value}")
-    if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds must be distinct, got {args.seeds}")
-    folder = Path(args.pipeline)
+    for name in ("seeds", "nodule_seeds", "nodule_diameters_mm"):
+        values = getattr(args, name)
+        if len(set(values)) != len(values):
+            raise ValueError(f"--{name} must be distinct, got {values}")
+    _check_pipeline_folder(args.pipeline, "--pipeline", LungSDMPipeline.__name__, "a mask-conditioned model")
+    card_folder = Path(args.pipeline)
+    if args.upscaler is not None:
+        if args.upscaler_steps > MAX_UPSCALER_STEPS:
+            raise ValueError(
+                f"--upscaler_steps must be at most {MAX_UPSCALER_STEPS} (the evaluation's setting), got {args.upscaler_steps}"
+            )
+        if args.noise_level < 0:
+            raise ValueError(f"--noise_level must be 0 or more, got {args.noise_level}")
+        if not all(math.isfinite(d) and d > 0 for d in args.nodule_diameters_mm):
+            raise ValueError(f"--nodule_diameters_mm must be positive, got {args.nodule_diameters_mm}")
+        _check_pipeline_folder(args.upscaler, "--upscaler", LungSDMUpscalePipeline.__name__, "a super-resolution stage")
+        card_folder = Path(args.upscaler)
+    if args.update_card and not (card_folder / TRAINING_FILE).is_file():
+        raise FileNotFoundError(
+            f"--update_card needs {card_folder / TRAINING_FILE} (the run's facts, from train_sdm.py)"
+        )
+    check_output_folder(args.output, TOOL, args.overwrite)
+
+
+def _check_pipeline_folder(folder: str, flag: str, class_name: str, what: str) -> None:
+    folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"no saved pipeline at {folder} (expected {folder / 'model_index.json'})")
     pipeline_class = json.loads((folder / "model_index.json").read_text()).get("_class_name")
-    if pipeline_class != LungSDMPipeline.__name__:
-        raise ValueError(f"{folder} holds a {pipeline_class}, not a LungSDMPipeline (a mask-conditioned model)")
-    if args.update_card and not (folder / TRAINING_FILE).is_file():
-        raise FileNotFoundError(f"--update_card needs {folder / TRAINING_FILE} (the run's facts, from train_sdm.py)")
-    check_output_folder(args.output, TOOL, args.overwrite)
+    if pipeline_class != class_name:
+        raise ValueError(f"{flag} {folder} holds a {pipeline_class}, not a {class_name} ({what})")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -141,14 +194,7 @@ def load_pipeline(args: argparse.Namespace) -> LungSDMPipeline:
 def check_model(pipe: LungSDMPipeline, args: argparse.Namespace) -> int:
     """Fill in the default configs; returns the resolution. Refuses configs or sizes the model cannot take."""
     unet = pipe.unet
-    num_classes = unet.config.num_classes
-    if args.dataset_config is None:
-        args.dataset_config = ["malignancy"] if num_classes == len(MALIGNANCY_LABEL_NAMES) else ["healthy", "nodule"]
-    if num_classes_for_configs(args.dataset_config) != num_classes:
-        raise ValueError(
-            f"the pipeline's U-Net has {num_classes} classes but dataset config(s) {args.dataset_config} have "
-            f"{num_classes_for_configs(args.dataset_config)}"
-        )
+    fill_dataset_configs(args, unet.config.num_classes)
     resolution = args.resolution or unet.config.sample_size
     if resolution % unet.downsample_factor:
         raise ValueError(
@@ -158,12 +204,33 @@ def check_model(pipe: LungSDMPipeline, args: argparse.Namespace) -> int:
     return resolution
 
 
-def load_masks(args: argparse.Namespace, num_classes: int, resolution: int) -> dict:
-    """Masks and real slices of the split, resized as in training, with where each comes from.
+def fill_dataset_configs(args: argparse.Namespace, num_classes: int) -> None:
+    """The default configs for a model of ``num_classes``; refuses configs of another number of classes."""
+    if args.dataset_config is None:
+        args.dataset_config = ["malignancy"] if num_classes == len(MALIGNANCY_LABEL_NAMES) else ["healthy", "nodule"]
+    if num_classes_for_configs(args.dataset_config) != num_classes:
+        raise ValueError(
+            f"the pipeline's U-Net has {num_classes} classes but dataset config(s) {args.dataset_config} have "
+            f"{num_classes_for_configs(args.dataset_config)}"
+        )
+
+
+def spread_rows(count: int, max_masks: int | None) -> np.ndarray:
+    """``max_masks`` row indices spread evenly over ``count`` rows (all of them when ``max_masks`` is None)."""
+    rows = np.arange(count)
+    if max_masks is not None and max_masks < count:
+        rows = rows[np.linspace(0, count - 1, max_masks).round().astype(int)]
+    return rows
+
+
+def load_masks(args: argparse.Namespace, num_classes: int, resolution: int, every_mask: bool = False) -> dict:
+    """Masks and real slices of the split (``--max_masks`` of them, or all with ``every_mask``), resized as in
+    training, with where each comes from.
 
     Returns:
-        ``masks`` (N, H, W) uint8, ``images`` (N, H, W) float32 in [-1, 1], and per-mask lists ``row`` (in the
-        concatenated split), ``config``, ``seriesuid`` and ``slice_index``.
+        ``masks`` (N, H, W) uint8, ``images`` (N, H, W) float32 in [-1, 1], ``pixel_mm`` (N, 2) the pixel spacing
+        at ``resolution`` (NaN without a ``spacing`` column), and per-mask lists ``row`` (in the concatenated
+        split), ``config``, ``seriesuid`` and ``slice_index``.
     """
     from lung_diffusers.sources import local_or_hub
 
@@ -174,16 +241,20 @@ def load_masks(args: argparse.Namespace, num_classes: int, resolution: int) -> d
         check_slice_dataset(part, num_classes, f"{args.split} split of {config!r}")
     configs = [config for config, part in zip(args.dataset_config, parts) for _ in range(len(part))]
     dataset = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    rows = np.arange(len(dataset))
-    if args.max_masks is not None and args.max_masks < len(rows):
-        rows = rows[np.linspace(0, len(rows) - 1, args.max_masks).round().astype(int)]
+    rows = spread_rows(len(dataset), None if every_mask else args.max_masks)
     data = SliceTrainingData(dataset, resolution)
     items = [data[(int(row), 0)] for row in tqdm(rows, desc="loading masks", unit="mask", leave=False)]
     origin = dataset.select(rows.tolist())
     blank = [""] * len(rows)
+    pixel_mm = np.full((len(rows), 2), np.nan)
+    if "spacing" in origin.column_names:
+        for i, row in enumerate(origin.select_columns(["mask", "spacing"])):
+            if (row["spacing"] or {}).get("pixel_mm"):  # the recipe's spacing is of the stored pixels
+                pixel_mm[i] = np.asarray(row["spacing"]["pixel_mm"], np.float64) * row["mask"].size[0] / resolution
     return {
         "masks": np.stack([item["mask"].numpy().astype(np.uint8) for item in items]),
         "images": np.stack([item["image"][0].numpy() for item in items]),
+        "pixel_mm": pixel_mm,
         "row": rows.tolist(),
         "config": [configs[row] for row in rows],
         "seriesuid": origin["seriesuid"] if "seriesuid" in origin.column_names else blank,
@@ -224,6 +295,10 @@ def sample_images(
 
 def main(args: argparse.Namespace) -> dict:
     """Evaluate and write the report, the per-image CSV and the grid; returns the report."""
+    if args.upscaler is not None:
+        report = cascade_evaluation.main(args)
+        tqdm.write(fidelity_markdown(report))
+        return report
     pipe = load_pipeline(args)
     resolution = check_model(pipe, args)
     num_classes = pipe.unet.config.num_classes
@@ -303,4 +378,8 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run_script(lambda: main(parse_args(argv)))
+    return run_script(
+        lambda: main(parse_args(argv)),
+        interrupted="interrupted: with --upscaler, run the same command with --overwrite to continue (finished images "
+        f"are kept in --output's {RECORDS_FILE})",
+    )
