@@ -29,6 +29,12 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The tests' shared builders (tests/lung_support.py) import as ``lung_support`` from every folder, whatever pytest's
+# import mode. A uniquely named module, not ``conftest``: under pytest-xdist ``from conftest import`` can resolve to
+# another folder's conftest.
+if str(REPO_ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+
 
 def shared_root() -> Path:
     """The project's shared folder: ``../shared`` beside the repository, or ``$LUNG_DIFFUSERS_SHARED``."""
@@ -92,3 +98,19 @@ def tiny_pipe(tiny_unet):
 def reference_labels(small_reference):
     """Two 32x32 label maps with every class present."""
     return small_reference[2]["labels"]
+
+
+@pytest.fixture
+def prior_pipe():
+    """A LungRePaintPipeline around a tiny random healthy prior (16 px, learned variance)."""
+    from lung_support import make_pipe, tiny_unet
+
+    return make_pipe(tiny_unet())
+
+
+@pytest.fixture
+def sdm_pipe():
+    """A LungRePaintPipeline around a tiny random SDM (16 px, 6 classes)."""
+    from lung_support import make_pipe, tiny_sdm
+
+    return make_pipe(tiny_sdm())

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import datasets
+from lung_support import write_tiny_recipe
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "repaint"))
-from repaint_support import write_tiny_recipe  # noqa: E402
-
-from lung_diffusers.inpainting.evaluation_slices import load_rows  # noqa: E402
+from lung_diffusers.inpainting.evaluation_slices import load_rows
 
 
 def test_a_rebuilt_recipe_folder_is_read_afresh(tmp_path):

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from repaint_support import make_pipe, save_tiny_prior, tiny_unet, write_tiny_recipe
+from lung_support import make_pipe, save_tiny_prior, tiny_unet, write_tiny_recipe
 
 from lung_diffusers.segmentation import (
     IMAGE_ONLY,

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from repaint_support import chest, save_tiny_prior, write_tiny_recipe
+from lung_support import chest, save_tiny_prior, write_tiny_recipe
 
 from lung_diffusers.ct import hu_from_image
 from lung_diffusers.inpainting import (

@@ -1,4 +1,4 @@
-"""Fixtures of the RePaint tests: tiny random U-Nets (pipeline mechanics) and a real LIDC-IDRI nodule slice.
+"""Fixtures of the inpainting tests: a real LIDC-IDRI nodule slice.
 
 The real slice comes from the data recipe run on one scan in a temporary folder (about 5-10 s, once per session):
 LIDC-IDRI-0003, slice 75, which cuts a 21 mm nodule.
@@ -11,17 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from repaint_support import NODULE_SERIES, NODULE_SLICE, make_pipe, tiny_sdm, tiny_unet
-
-
-@pytest.fixture
-def prior_pipe():
-    return make_pipe(tiny_unet())
-
-
-@pytest.fixture
-def sdm_pipe():
-    return make_pipe(tiny_sdm())
+from lung_support import NODULE_SERIES, NODULE_SLICE
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 from diffusers import DDIMScheduler, RePaintScheduler
-from repaint_support import make_pipe, tiny_sdm, tiny_unet
+from lung_support import make_pipe, tiny_sdm, tiny_unet
 
 from lung_diffusers import is_synthetic
 from lung_diffusers.inpainting import anomaly_map, reconstruct_from_noise_level
@@ -52,7 +52,7 @@ def test_anomaly_maps_refuse_what_cannot_work(prior_pipe, slice32):
 
 def test_the_anomaly_map_command(tmp_path, capsys):
     from diffusers import DDPMPipeline
-    from repaint_support import prior_scheduler
+    from lung_support import prior_scheduler
 
     from lung_diffusers.cli import main
 

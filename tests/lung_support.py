@@ -1,6 +1,7 @@
-"""Helpers of the RePaint tests: tiny random U-Nets, the healthy prior's scheduler and the real nodule slice's place.
+"""The tests' shared builders: tiny random U-Nets, the healthy prior's scheduler, a tiny recipe-shaped dataset and
+the real nodule slice's place.
 
-A plain module (not ``conftest``): several test folders have a ``conftest.py``, and under pytest-xdist ``from conftest
+A plain module (not ``conftest``; tests/conftest.py puts its folder on ``sys.path``): several test folders have a ``conftest.py``, and under pytest-xdist ``from conftest
 import ...`` can resolve to another folder's.
 """
 
