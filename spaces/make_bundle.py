@@ -21,6 +21,7 @@ from pathlib import Path
 SPACE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SPACE_DIR.parent
 PIPELINES = ("lung-sdm-64", "lung-ddpm-prior-64")
+OPTIONAL_PIPELINES = ("lung-sdm-upscaler-256",)  # the cascade's second stage: 256 px in the Space when present
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store")
 
 
@@ -43,7 +44,8 @@ def build_bundle(output: Path, pipelines_root: Path = REPO_ROOT / "pipelines") -
     shutil.copytree(SPACE_DIR / "lung_space", staging / "lung_space", ignore=IGNORE)
     shutil.copytree(SPACE_DIR / "examples", staging / "examples", ignore=IGNORE)
     shutil.copytree(REPO_ROOT / "src" / "lung_diffusers", staging / "lung_diffusers", ignore=IGNORE)
-    for name in PIPELINES:
+    present = [name for name in OPTIONAL_PIPELINES if (pipelines_root / name / "model_index.json").is_file()]
+    for name in (*PIPELINES, *present):
         shutil.copytree(pipelines_root / name, staging / "pipelines" / name, ignore=IGNORE)
     # Swap in whole, so an interrupted build never leaves a half-written bundle at `output`.
     shutil.rmtree(output, ignore_errors=True)

@@ -21,7 +21,7 @@ from lung_diffusers.ct import ALL_NODULE_CLASSES, MALIGNANCY_SCHEME, NODULE, lab
 
 from . import display
 from .mask_painting import default_pixel_mm, display_to_mask, nodule_disc, painted_labels, place_nodule
-from .model_service import ModelService, fresh_output_dir, write_synthesis
+from .model_service import REQUEST_BUDGET_S, ModelService, fresh_output_dir, write_synthesis
 from .uploads import REAL_SLICE_SIZE, read_label_map, read_nodule_mask, read_real_slice, read_slice_labels
 
 logger = logging.getLogger("lung_space")
@@ -75,29 +75,54 @@ def editor_value(picture: np.ndarray) -> dict:
     return {"background": picture, "layers": [], "composite": picture}
 
 
+def resolution_label(side: int) -> str:
+    return f"{side} px"
+
+
+def format_seconds(seconds: float) -> str:
+    return "under 1 s" if seconds < 1 else f"about {seconds:.0f} s"
+
+
 class SpaceHandlers:
-    """The app's event handlers, bound to one :class:`ModelService`."""
+    """The app's event handlers, bound to one :class:`ModelService`.
+
+    The pixel spacing field is always the spacing of the SDM's (64-px) mask, as the examples give it; a
+    full-resolution (256-px) request divides it by the size ratio.
+    """
 
     def __init__(self, service: ModelService):
         self.service = service
         self.num_classes, self.size = service.num_classes, service.size
         self.scale = display.display_scale(self.size)
+        self.resolutions = {resolution_label(side): side for side in service.sizes}
+
+    def side(self, resolution) -> int:
+        """The label map's side for a resolution choice (None or empty: the SDM's own)."""
+        if not resolution:
+            return self.size
+        if resolution not in self.resolutions:
+            raise ValueError(f"unknown resolution {resolution!r}; choose one of {', '.join(self.resolutions)}")
+        return self.resolutions[resolution]
 
     # ------------------------------------------------------------------ masks
 
-    def labels_from_editor(self, value) -> np.ndarray:
+    def labels_from_editor(self, value, side: int | None = None) -> np.ndarray:
+        """The painted label map, read at ``side`` (default: the SDM's size)."""
         picture = None if value is None else value.get("composite")
         if picture is None:
             raise ValueError("there is no mask yet: start from an example or the blank mask")
-        return painted_labels(np.asarray(picture), self.num_classes, self.size)
+        return painted_labels(np.asarray(picture), self.num_classes, side or self.size)
 
     def initial_mask(self, name: str) -> tuple[np.ndarray, float]:
+        """An example's label map (at its own size) and the pixel spacing of its SDM-size version."""
         if name == BLANK:
             return np.zeros((self.size, self.size), np.uint8), default_pixel_mm(self.size)
         if name not in self.service.examples:
             raise ValueError(f"unknown example {name!r}; choose one of {', '.join([*self.service.examples, BLANK])}")
         labels, pixel_mm = self.service.examples[name]
-        return labels, pixel_mm or default_pixel_mm(self.size)
+        if not pixel_mm:
+            return labels, default_pixel_mm(self.size)
+        return labels, pixel_mm * labels.shape[0] / self.size
 
     def mask_outputs(self, labels: np.ndarray):
         picture = display.mask_view(labels, self.num_classes)
@@ -110,19 +135,25 @@ class SpaceHandlers:
     def load_label_map(self, label_map_png):
         if not label_map_png:
             raise ValueError("choose a label-map PNG to load")
-        labels = read_label_map(label_map_png, self.num_classes, self.size)
+        try:  # kept at the full resolution when it has it (a 256-px map keeps its small nodules)
+            labels = read_label_map(label_map_png, self.num_classes, self.service.full_size)
+        except ValueError:
+            labels = read_label_map(label_map_png, self.num_classes, self.size)
         return (*self.mask_outputs(labels), default_pixel_mm(self.size))
 
     def show_mask(self, mask):
         """The click-to-place view follows the editor (mask colours)."""
         return display.mask_view(self.labels_from_editor(mask), self.num_classes)
 
-    def place_nodule(self, mask, pixel_mm, diameter_mm, nodule_class, event: gr.SelectData):
-        labels = self.labels_from_editor(mask)
-        row, col = display_to_mask(event.index, self.scale)
+    def place_nodule(self, mask, pixel_mm, diameter_mm, nodule_class, event: gr.SelectData, resolution=None):
+        """A nodule of ``diameter_mm`` where the user clicked, drawn at the chosen resolution's pixels (a 4-mm
+        nodule is about 3 px at 256 px, under one at 64)."""
+        side = self.side(resolution)
+        labels = self.labels_from_editor(mask, side)
+        row, col = display_to_mask(event.index, display.display_scale(side))
         scheme = label_scheme(self.num_classes)
         label = scheme.nodule_class(nodule_class if scheme.tells_malignancy else None)
-        spacing = float(pixel_mm or 0)
+        spacing = float(pixel_mm or 0) * self.size / side
         edited = place_nodule(labels, (row, col), float(diameter_mm), (spacing, spacing), label)
         added = int(((edited == label) & (labels != label)).sum())
         message = (
@@ -133,23 +164,74 @@ class SpaceHandlers:
 
     # ------------------------------------------------------------------ synthesis
 
-    def generate(self, mask, scheduler, steps, guidance, seed, num_images, pixel_mm, progress=PROGRESS):
-        labels = self.labels_from_editor(mask)
+    def generate(
+        self,
+        mask,
+        scheduler,
+        steps,
+        guidance,
+        seed,
+        num_images,
+        pixel_mm,
+        resolution=None,
+        upscaler_steps=None,
+        progress=PROGRESS,
+    ):
+        side = self.side(resolution)
+        labels = self.labels_from_editor(mask, side)
         spacing = float(pixel_mm) if pixel_mm else default_pixel_mm(self.size)
         if not 0.05 <= spacing <= 50:
             raise ValueError(f"pixel spacing must be 0.05-50 mm, got {pixel_mm}")
-        result = self.service.synthesise(labels, scheduler, steps, guidance, seed, num_images, ui_bar(progress))
+        cascade = side != self.size
+        result = self.service.synthesise(
+            labels, scheduler, steps, guidance, seed, num_images, ui_bar(progress),
+            upscaler_steps=upscaler_steps if cascade else None,
+        )  # fmt: skip
+        steps_text = f"{result.steps} steps"
+        prefix = "SYNTHETIC"
+        if cascade:
+            steps_text = f"{result.steps} + {result.upscaler_steps} steps"
+            prefix = f"SYNTHETIC · {side} px"
         gallery = [
-            (display.synthetic_view(grey), f"SYNTHETIC · {scheduler} · {result.steps} steps · seed {image_seed}")
+            (display.synthetic_view(grey), f"{prefix} · {scheduler} · {steps_text} · seed {image_seed}")
             for grey, image_seed in zip(result.grey, result.seeds)
         ]
         overlay = display.synthetic_overlay_view(result.grey[0], labels)
-        files = [str(p) for p in write_synthesis(result, spacing, self.service.sdm_source)]
+        pixel = spacing * self.size / side  # the images' own spacing
+        written = write_synthesis(result, pixel, self.service.sdm_source, self.service.upscaler_source)
+        size_text = f" at {side} px (stage 1 at {self.size} px, then stage 2)" if cascade else ""
         status = (
-            f"{len(result.grey)} synthetic slice(s) with {scheduler}, {result.steps} steps, guidance {float(guidance):g}, "
-            f"in {result.seconds:.1f} s. Downloads are marked synthetic (PNG text chunk, NIfTI description)."
+            f"{len(result.grey)} synthetic slice(s){size_text} with {scheduler}, {steps_text}, guidance "
+            f"{float(guidance):g}, in {result.seconds:.1f} s. Downloads are marked synthetic (PNG text chunk, NIfTI "
+            "description)."
         )
-        return gallery, overlay, files, status
+        return gallery, overlay, [str(p) for p in written], status
+
+    def expected_time(self, resolution, scheduler, steps, guidance, num_images, upscaler_steps=None) -> str:
+        """What a request with these settings will take here (from the start-up timing), and the time limit."""
+        side = self.side(resolution)
+        images = int(num_images or 1)
+        seconds = self.service.expected_seconds(side, scheduler, int(steps), float(guidance), images, upscaler_steps)
+        text = f"Expected: {format_seconds(seconds / images)} per image"
+        if images > 1:
+            text += f", {format_seconds(seconds)} for {images}"
+        if side == self.size:
+            return text + "."
+        most = self.service.max_steps(side, scheduler, float(guidance), images, upscaler_steps)
+        if seconds <= REQUEST_BUDGET_S:
+            return text + f" (a {side}-px request may take about {REQUEST_BUDGET_S:.0f} s: at most {most} steps here)."
+        advice = f"use at most {most} steps" if most else "ask for fewer images or stage-2 steps"
+        return text + f": over the {REQUEST_BUDGET_S:.0f} s a {side}-px request may take; {advice}."
+
+    def step_limits(self, resolution, scheduler, guidance, num_images, upscaler_steps, steps):
+        """The Steps slider's range for these settings: time-limited at full resolution, as before at the SDM's."""
+        side = self.side(resolution)
+        most = max(1, self.service.max_steps(side, scheduler, float(guidance), int(num_images or 1), upscaler_steps))
+        return gr.update(maximum=most, value=min(int(steps or 1), most))
+
+    def show_stage_two(self, resolution):
+        """The stage-2 steps slider shows at full resolution only."""
+        return gr.update(visible=self.side(resolution) != self.size)
 
     def compare(self, mask, schedulers, step_counts, seed, guidance, progress=PROGRESS):
         labels = self.labels_from_editor(mask)

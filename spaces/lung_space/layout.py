@@ -15,7 +15,17 @@ from lung_diffusers.ct import NODULE, NODULE_SCHEME, label_scheme
 
 from .handlers import BLANK, MASK_SOURCES, SpaceHandlers, readable_errors
 from .mask_painting import class_names, css_colour, default_pixel_mm, palette
-from .model_service import MAX_EDIT_SAMPLES, MAX_IMAGES, REPAINT_SETTINGS, SCHEDULERS, ModelService, get_service
+from .model_service import (
+    DEFAULT_UPSCALER_STEPS,
+    MAX_EDIT_SAMPLES,
+    MAX_IMAGES,
+    MAX_SLIDER_STEPS,
+    MAX_UPSCALER_STEPS,
+    REPAINT_SETTINGS,
+    SCHEDULERS,
+    ModelService,
+    get_service,
+)
 from .uploads import REAL_SLICE_SIZE
 
 CONCURRENCY = int(os.environ.get("LUNG_SPACE_CONCURRENCY", "2"))
@@ -54,6 +64,10 @@ def build_app(service: ModelService | None = None) -> gr.Blocks:
     colours = [css_colour(rgb) for rgb in palette(h.num_classes)]
     editor_side = h.size * h.scale
     wrap = readable_errors
+    resolutions = list(h.resolutions)  # "64 px" first: the default, as before; "256 px" with an upscaler
+    spacing_info = f"({default_pixel_mm(h.size):g} mm)"
+    if len(resolutions) > 1:  # the field stays the SDM-size spacing; full-resolution pixels are finer
+        spacing_info = f"({default_pixel_mm(h.size):g} mm at {h.size} px; {resolutions[-1]} pixels are 1/{service.full_size // h.size} of it)"
 
     # delete_cache: results and uploads older than an hour leave Gradio's cache every half hour (bounded disk).
     with gr.Blocks(title="lung-diffusers: synthetic lung CT", delete_cache=(1800, 3600)) as demo:
@@ -93,7 +107,7 @@ def build_app(service: ModelService | None = None) -> gr.Blocks:
                             spacing = gr.Number(
                                 value=first_spacing,
                                 label="Pixel spacing (mm per pixel)",
-                                info=f"the example's own; a blank or uploaded mask assumes a 360 mm field of view ({default_pixel_mm(h.size):g} mm)",
+                                info=f"the example's own; a blank or uploaded mask assumes a 360 mm field of view {spacing_info}",
                                 elem_id="pixel-spacing",
                             )
                         nodule_kind = gr.Radio(
@@ -112,11 +126,32 @@ def build_app(service: ModelService | None = None) -> gr.Blocks:
                             buttons=[],
                         )
                 with gr.Column():
+                    with gr.Row(equal_height=True):
+                        # 256 px: both stages of the cascade, only offered when its second stage is loaded.
+                        resolution = gr.Radio(
+                            resolutions,
+                            value=resolutions[0],
+                            label="Resolution",
+                            visible=len(resolutions) > 1,
+                            elem_id="resolution",
+                        )
+                        expected_time = gr.Markdown(
+                            h.expected_time(resolutions[0], "DPM-Solver++", 20, 1.0, 1), elem_id="expected-time"
+                        )
                     with gr.Row():
                         scheduler = gr.Dropdown(
                             list(SCHEDULERS), value="DPM-Solver++", label="Scheduler", elem_id="scheduler"
                         )
-                        steps = gr.Slider(1, 250, value=20, step=1, label="Steps", elem_id="steps")
+                        steps = gr.Slider(1, MAX_SLIDER_STEPS, value=20, step=1, label="Steps", elem_id="steps")
+                        upscaler_steps = gr.Slider(
+                            1,
+                            MAX_UPSCALER_STEPS,
+                            value=DEFAULT_UPSCALER_STEPS,
+                            step=1,
+                            label=f"Stage-2 steps ({resolutions[-1]})",
+                            visible=False,
+                            elem_id="upscaler-steps",
+                        )
                     with gr.Row():
                         guidance = gr.Slider(0, 5, value=1.0, step=0.1, label="Guidance scale (1 = off)")
                         seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
@@ -260,18 +295,33 @@ def build_app(service: ModelService | None = None) -> gr.Blocks:
         editor.input(wrap(h.show_mask), editor, click_view, api_visibility="private", **LIGHT)
         click_view.select(
             wrap(h.place_nodule),
-            [editor, spacing, diameter, nodule_kind],
+            [editor, spacing, diameter, nodule_kind, resolution],
             [editor, click_view, status],
             api_visibility="private",
             **LIGHT,
         )
         generate_btn.click(
             wrap(h.generate),
-            [editor, scheduler, steps, guidance, seed, num_images, spacing],
+            # The last two are new and have defaults: API clients that send the first seven get 64 px as before.
+            [editor, scheduler, steps, guidance, seed, num_images, spacing, resolution, upscaler_steps],
             [gallery, overlay, downloads, status],
             api_name="generate",
             **MODEL_JOBS,
         )
+        # The expected time follows every setting it depends on; the Steps range follows all but the steps.
+        timing = [resolution, scheduler, steps, guidance, num_images, upscaler_steps]
+        gr.on(
+            [c.change for c in timing], wrap(h.expected_time), timing, expected_time, api_visibility="private", **LIGHT
+        )
+        gr.on(
+            [c.change for c in timing if c is not steps],
+            wrap(h.step_limits),
+            [resolution, scheduler, guidance, num_images, upscaler_steps, steps],
+            steps,
+            api_visibility="private",
+            **LIGHT,
+        )
+        resolution.change(wrap(h.show_stage_two), resolution, upscaler_steps, api_visibility="private", **LIGHT)
         # --- Compare
         compare_btn.click(
             wrap(h.compare),

@@ -6,9 +6,13 @@ sharing one would corrupt each other's sampling when the queue runs jobs side by
 
 Where the models come from (first match):
 
-* ``LUNG_SPACE_PIPELINE`` / ``LUNG_SPACE_PRIOR``: a pipeline folder or a Hub repo id;
-* ``pipelines/lung-sdm-64`` and ``pipelines/lung-ddpm-prior-64`` beside the app (the bundle built by
-  ``make space-bundle``) or in the repository root (``make space``).
+* ``LUNG_SPACE_PIPELINE`` / ``LUNG_SPACE_PRIOR`` / ``LUNG_SPACE_UPSCALER``: a pipeline folder or a Hub repo id;
+* ``pipelines/lung-sdm-64``, ``pipelines/lung-ddpm-prior-64`` and ``pipelines/lung-sdm-upscaler-256`` beside the
+  app (the bundle built by ``make space-bundle``) or in the repository root (``make space``).
+
+With the cascade's second stage (the upscaler) present, synthesis also draws full-resolution (256-px) slices
+through both stages. Warm-up times both stages once, so the Space can show what a request will take and keep a
+256-px request within :data:`REQUEST_BUDGET_S`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import torch
 
 from lung_diffusers import (
     LungRePaintPipeline,
+    LungSDMCombinedPipeline,
     LungSDMPipeline,
+    LungSDMUpscalePipeline,
     load_pipeline,
     save_synthetic_nifti,
     save_synthetic_png,
@@ -42,8 +48,8 @@ from lung_diffusers.pipelines.pipeline_lung_repaint import REPAINT_PRESETS
 from lung_diffusers.scheduler_registry import get_entry
 
 APP_DIR = Path(__file__).resolve().parents[1]
-PIPELINE_ENV, PRIOR_ENV = "LUNG_SPACE_PIPELINE", "LUNG_SPACE_PRIOR"
-SDM_FOLDER, PRIOR_FOLDER = "lung-sdm-64", "lung-ddpm-prior-64"
+PIPELINE_ENV, PRIOR_ENV, UPSCALER_ENV = "LUNG_SPACE_PIPELINE", "LUNG_SPACE_PRIOR", "LUNG_SPACE_UPSCALER"
+SDM_FOLDER, PRIOR_FOLDER, UPSCALER_FOLDER = "lung-sdm-64", "lung-ddpm-prior-64", "lung-sdm-upscaler-256"
 
 # The samplers the Space offers (a subset of the package's registry, which also gives their display names).
 # DDPM keeps the checkpoint's learned variance; the others get the noise half alone. Heun spends two U-Net passes
@@ -65,6 +71,13 @@ MAX_COMPARE_STEPS = 1500  # summed over the runs of one comparison
 MAX_GUIDANCE = 10.0
 MAX_SEED = 2**32 - 1
 MAX_EDIT_SAMPLES = 4
+# Full-resolution synthesis: one request (all its images, both stages) should end within about this long on the
+# Space's CPU (2 cores on the free tier), estimated from the warm-up's timing. Stage 2 takes at most
+# MAX_UPSCALER_STEPS (the issue's evaluation setting: at most 25), and stage 1's steps are then limited by time.
+REQUEST_BUDGET_S = 120.0
+MAX_UPSCALER_STEPS = 25
+DEFAULT_UPSCALER_STEPS = 20
+MAX_SLIDER_STEPS = 250  # the Steps slider's range at the first stage's size
 # Download folders older than this are deleted when a new one is made (the disk stays bounded).
 OUTPUT_MAX_AGE_S = 3600
 
@@ -73,7 +86,8 @@ ProgressFactory = Callable[[str], Callable] | None
 
 @dataclass
 class Synthesis:
-    """Images of one sampling run: ``grey`` uint8 ``(N, H, W)`` in the lung window, ``hu`` float32 ``(N, H, W)``."""
+    """Images of one sampling run: ``grey`` uint8 ``(N, H, W)`` in the lung window, ``hu`` float32 ``(N, H, W)``;
+    ``upscaler_steps`` is set when they came through both stages of the cascade."""
 
     grey: np.ndarray
     hu: np.ndarray
@@ -81,6 +95,33 @@ class Synthesis:
     scheduler: str
     steps: int
     seeds: list[int]
+    upscaler_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """What one stage's call costs on this machine at batch 1: ``fixed`` seconds (label-map encoding, output)
+    plus ``per_pass`` seconds per U-Net pass."""
+
+    fixed: float
+    per_pass: float
+
+    def seconds(self, passes: int, batch: int) -> float:
+        # CPU convolutions cost about linearly in the batch; the fixed part is counted per image too (an upper bound).
+        return batch * (self.fixed + passes * self.per_pass)
+
+    @classmethod
+    def measure(cls, run: Callable[[int], object]) -> StageTiming:
+        """Time ``run(steps)`` (a DDIM call: one U-Net pass per step) with 1 and with 3 steps."""
+        started = time.perf_counter()
+        run(1)
+        one = time.perf_counter() - started
+        started = time.perf_counter()
+        run(3)
+        three = time.perf_counter() - started
+        # A floor of half the mean pass keeps timing noise (another job on the cores) from a zero slope.
+        per_pass = max((three - one) / 2, three / 6)
+        return cls(max(one - per_pass, 0.0), per_pass)
 
 
 @dataclass
@@ -166,10 +207,11 @@ def remove_old_output_dirs(root: Path, max_age_s: float) -> None:
 
 
 class ModelService:
-    """The SDM (synthesis, comparison, nodule insertion) and the healthy prior (nodule removal)."""
+    """The SDM (synthesis, comparison, nodule insertion), the healthy prior (nodule removal) and, when there is
+    one, the cascade's second stage (full-resolution synthesis)."""
 
-    def __init__(self, sdm_source: str, prior_source: str | None):
-        self.sdm_source, self.prior_source = sdm_source, prior_source
+    def __init__(self, sdm_source: str, prior_source: str | None, upscaler_source: str | None = None):
+        self.sdm_source, self.prior_source, self.upscaler_source = sdm_source, prior_source, upscaler_source
         self.sdm = load_pipeline(sdm_source, device=None, pipeline_class=LungSDMPipeline, flag=PIPELINE_ENV)
         self.sdm.unet.eval()
         self.prior = None
@@ -180,14 +222,43 @@ class ModelService:
         self.num_classes = int(self.sdm.unet.config.num_classes)
         self.size = int(self.sdm.unet.config.sample_size)
         self.examples = load_examples(sdm_source)
+        self.upscaler = None
+        self.sizes = (self.size,)
+        if upscaler_source:
+            self.upscaler = load_upscaler(upscaler_source, self.sdm)
+            full = int(self.upscaler.unet.config.sample_size)
+            self.sizes = (self.size, full)
+            self.examples.update({f"{name} ({full} px)": ex for name, ex in load_examples(upscaler_source).items()})
+        self.timing: dict[int, StageTiming] = {}
         self.warm_up()
+
+    @property
+    def full_size(self) -> int:
+        """The side of the largest images the Space draws (the upscaler's, or the SDM's without one)."""
+        return self.sizes[-1]
 
     def warm_up(self) -> None:
         """One tiny pass through each U-Net: PyTorch's first call is slow (kernel selection, allocations), and it
-        would otherwise land in the first user's wall time (and skew the first run of a comparison)."""
+        would otherwise land in the first user's wall time (and skew the first run of a comparison). Then each
+        synthesis stage is timed (:attr:`timing`), for the expected times and the 256-px step limits."""
         with torch.no_grad():
             blank = np.zeros((self.size, self.size), np.uint8)
-            self.sdm_pipeline("DDIM")(blank, num_inference_steps=1, output_type="np")
+
+            def first_stage(steps: int):
+                return self.sdm_pipeline("DDIM")(blank, num_inference_steps=steps, output_type="np")
+
+            first_stage(1)
+            self.timing[self.size] = StageTiming.measure(first_stage)
+            if self.upscaler is not None:
+                full = np.zeros((self.full_size, self.full_size), np.uint8)
+                low_res = torch.zeros(1, 1, self.size, self.size)
+
+                def second_stage(steps: int):
+                    pipe = self.upscale_pipeline("DDIM")
+                    return pipe(low_res, full, num_inference_steps=steps, output_type="np")
+
+                second_stage(1)
+                self.timing[self.full_size] = StageTiming.measure(second_stage)
             if self.prior is not None:
                 side = int(self.prior.unet.config.sample_size)
                 self.prior.unet(torch.zeros(1, self.prior.unet.config.in_channels, side, side), 999)
@@ -211,6 +282,38 @@ class ModelService:
         )
         return self._attach_progress(pipe, progress, desc)
 
+    def upscale_pipeline(self, scheduler: str):
+        """The second stage alone, with its own fresh scheduler (for timing)."""
+        if self.upscaler is None:
+            raise ValueError(f"this Space has no cascade second stage loaded: it draws {self.size}-px slices only")
+        pipe = LungSDMUpscalePipeline(
+            unet=self.upscaler.unet,
+            scheduler=make_scheduler(scheduler, self.upscaler.scheduler.config),
+            image_noising_scheduler=self.upscaler.image_noising_scheduler,
+            hu_window=self.upscaler.config.hu_window,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def cascade_pipeline(self, scheduler: str, progress: ProgressFactory = None, steps: tuple[int, int] = (0, 0)):
+        """Both stages around the shared U-Nets, each with its own fresh scheduler of the named kind."""
+        if self.upscaler is None:
+            raise ValueError(f"this Space has no cascade second stage loaded: it draws {self.size}-px slices only")
+        pipe = LungSDMCombinedPipeline(
+            unet=self.sdm.unet,
+            scheduler=make_scheduler(scheduler, self.sdm.scheduler.config),
+            upscaler_unet=self.upscaler.unet,
+            upscaler_scheduler=make_scheduler(scheduler, self.upscaler.scheduler.config),
+            # It only adds noise (no per-call state), so requests can share it.
+            image_noising_scheduler=self.upscaler.image_noising_scheduler,
+            hu_window=self.sdm.config.hu_window,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        if progress is not None:
+            for stage, side, count in ((pipe.base, self.size, steps[0]), (pipe.upscaler, self.full_size, steps[1])):
+                self._attach_progress(stage, progress, f"{side} px: {scheduler}, {count} steps")
+        return pipe
+
     def repaint_pipeline(self, healthy_prior: bool, progress: ProgressFactory = None, desc: str = "inpainting"):
         source = self.prior if healthy_prior else self.sdm
         if source is None:
@@ -225,11 +328,12 @@ class ModelService:
     # ------------------------------------------------------------------ jobs
 
     def check_labels(self, labels: np.ndarray) -> np.ndarray:
+        """The label map as uint8, at one of the sizes the Space draws (the SDM's, or the upscaler's)."""
         labels = np.asarray(labels)
-        if labels.shape != (self.size, self.size):
-            raise ValueError(
-                f"the label map is {labels.shape[1]}x{labels.shape[0]}, the model needs {self.size}x{self.size}"
-            )
+        if labels.ndim != 2 or labels.shape[0] != labels.shape[1] or labels.shape[0] not in self.sizes:
+            needed = " or ".join(f"{side}x{side}" for side in self.sizes)
+            found = "x".join(str(n) for n in labels.shape[::-1])
+            raise ValueError(f"the label map is {found}, the model needs {needed}")
         if labels.size and int(labels.max()) >= self.num_classes:
             raise ValueError(
                 f"the label map holds class {int(labels.max())}; this model knows 0-{self.num_classes - 1}"
@@ -245,27 +349,87 @@ class ModelService:
         seed,
         num_images,
         progress: ProgressFactory = None,
+        upscaler_steps=None,
     ) -> Synthesis:
-        """``num_images`` slices for one label map; image ``k`` uses seed ``seed + k``."""
+        """``num_images`` slices for one label map; image ``k`` uses seed ``seed + k``.
+
+        A label map at the upscaler's size is drawn through both stages (``steps`` for the first,
+        ``upscaler_steps`` for the second, default :data:`DEFAULT_UPSCALER_STEPS`), within the time budget.
+        """
         labels = self.check_labels(labels)
         max_steps = int(self.sdm.scheduler.config.num_train_timesteps)
         steps = check_int("steps", steps, 1, max_steps)
         guidance = check_float("guidance scale", guidance, 0.0, MAX_GUIDANCE)
         seed = check_int("seed", seed, 0, MAX_SEED - MAX_IMAGES)
         num_images = check_int("number of images", num_images, 1, MAX_IMAGES)
-        pipe = self.sdm_pipeline(scheduler, progress, f"{scheduler}, {steps} steps")
         seeds = [seed + k for k in range(num_images)]
-        started = time.perf_counter()
-        hu = pipe(
-            labels,
+        call = dict(
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=[torch.Generator().manual_seed(s) for s in seeds],
             num_images_per_prompt=num_images,
             output_type="hu",
-        ).images
+        )
+        if labels.shape[0] == self.size:
+            pipe = self.sdm_pipeline(scheduler, progress, f"{scheduler}, {steps} steps")
+            upscaler_steps = None
+        else:
+            upscaler_steps = DEFAULT_UPSCALER_STEPS if upscaler_steps is None else upscaler_steps
+            upscaler_steps = check_int("stage-2 steps", upscaler_steps, 1, MAX_UPSCALER_STEPS)
+            self.check_budget(labels.shape[0], scheduler, steps, guidance, num_images, upscaler_steps)
+            pipe = self.cascade_pipeline(scheduler, progress, (steps, upscaler_steps))
+            call.update(upscaler_num_inference_steps=upscaler_steps, upscaler_guidance_scale=guidance)
+        started = time.perf_counter()
+        hu = pipe(labels, **call).images
         seconds = time.perf_counter() - started
-        return Synthesis(window_hu(hu, tuple(pipe.config.hu_window)), hu, seconds, scheduler, steps, seeds)
+        grey = window_hu(hu, tuple(pipe.config.hu_window))
+        return Synthesis(grey, hu, seconds, scheduler, steps, seeds, upscaler_steps)
+
+    # ------------------------------------------------------------------ time
+
+    def expected_seconds(self, size: int, scheduler: str, steps: int, guidance: float, num_images: int, upscaler_steps=None) -> float:
+        """The expected wall time of one synthesis request on this machine, from the warm-up's timing.
+
+        Counts the U-Net passes the sampler really makes (Heun: two per step but the last), twice for guidance.
+        """
+        batch = num_images * (1 if float(guidance) == 1.0 else 2)
+        passes = model_passes(scheduler, int(steps), self.sdm.scheduler.config)
+        seconds = self.timing[self.size].seconds(passes, batch)
+        if size != self.size:
+            stage_two = DEFAULT_UPSCALER_STEPS if upscaler_steps is None else int(upscaler_steps)
+            passes = model_passes(scheduler, stage_two, self.upscaler.scheduler.config)
+            seconds += self.timing[size].seconds(passes, batch)
+        return seconds
+
+    def max_steps(self, size: int, scheduler: str, guidance: float, num_images: int, upscaler_steps=None) -> int:
+        """The most first-stage steps (up to :data:`MAX_SLIDER_STEPS`) a request at ``size`` may take within
+        :data:`REQUEST_BUDGET_S`; 0 when even one step is over. The SDM's own size has no time limit."""
+        if size == self.size:
+            return MAX_SLIDER_STEPS
+
+        def fits(steps: int) -> bool:
+            seconds = self.expected_seconds(size, scheduler, steps, guidance, num_images, upscaler_steps)
+            return seconds <= REQUEST_BUDGET_S
+
+        low, high = 0, MAX_SLIDER_STEPS  # passes grow with steps: bisect for the last that fits
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return low
+
+    def check_budget(self, size: int, scheduler: str, steps: int, guidance: float, num_images: int, upscaler_steps: int):
+        """Refuse a full-resolution request expected to take longer than :data:`REQUEST_BUDGET_S`."""
+        seconds = self.expected_seconds(size, scheduler, steps, guidance, num_images, upscaler_steps)
+        if seconds <= REQUEST_BUDGET_S:
+            return
+        most = self.max_steps(size, scheduler, guidance, num_images, upscaler_steps)
+        advice = (
+            f"use at most {most} steps" if most else "ask for fewer images or stage-2 steps"
+        ) + (f" ({scheduler}, {num_images} image(s), {upscaler_steps} stage-2 steps)")
+        raise ValueError(
+            f"this {size}-px request would take about {seconds:.0f} s here; one request may take about "
+            f"{REQUEST_BUDGET_S:.0f} s: {advice}"
+        )
 
     def compare(
         self,
@@ -333,19 +497,26 @@ class ModelService:
         return dict(REPAINT_SETTINGS[name])
 
 
-def write_synthesis(synthesis: Synthesis, pixel_mm: float, source: str) -> list[Path]:
-    """PNG and NIfTI per image, both marked synthetic (PNG text chunk, NIfTI ``descrip``)."""
+def write_synthesis(synthesis: Synthesis, pixel_mm: float, source: str, upscaler: str | None = None) -> list[Path]:
+    """PNG and NIfTI per image, both marked synthetic (PNG text chunk, NIfTI ``descrip``); ``pixel_mm`` is the
+    images' own spacing (a quarter of the 64-px one for 256-px images)."""
     folder = fresh_output_dir()
     written = []
     name = synthesis.scheduler.lower().replace(" ", "-").replace("+", "p")
+    steps = f"{synthesis.steps}steps"
+    if synthesis.upscaler_steps is not None:
+        name = f"{synthesis.grey.shape[-1]}px_{name}"
+        steps = f"{synthesis.steps}+{synthesis.upscaler_steps}steps"
     for grey, hu, seed in zip(synthesis.grey, synthesis.hu, synthesis.seeds):
-        stem = folder / f"synthetic_{name}_{synthesis.steps}steps_seed{seed}"
+        stem = folder / f"synthetic_{name}_{steps}_seed{seed}"
         metadata = {
             "seed": str(seed),
             "scheduler": synthesis.scheduler,
             "steps": str(synthesis.steps),
             "pipeline": source,
         }
+        if synthesis.upscaler_steps is not None:
+            metadata.update(upscaler=str(upscaler), upscaler_steps=str(synthesis.upscaler_steps))
         written.append(save_synthetic_png(grey, stem.with_suffix(".png"), metadata))
         written.append(save_synthetic_nifti(hu, f"{stem}.nii.gz", spacing=(pixel_mm, pixel_mm)))
     return written
@@ -375,16 +546,40 @@ def load_examples(sdm_source: str) -> dict[str, tuple[np.ndarray, float]]:
     return examples
 
 
+def load_upscaler(source: str, sdm: LungSDMPipeline) -> LungSDMUpscalePipeline:
+    """The cascade's second stage, checked against the SDM (classes, HU window, a whole multiple of its size)."""
+    upscaler = load_pipeline(source, device=None, pipeline_class=LungSDMUpscalePipeline, flag=UPSCALER_ENV)
+    upscaler.unet.eval()
+    LungSDMCombinedPipeline.from_stages(sdm, upscaler)  # refuses stages with other classes or HU windows
+    full, low = int(upscaler.unet.config.sample_size), int(sdm.unet.config.sample_size)
+    if full % low or full == low:
+        raise ValueError(f"{UPSCALER_ENV} {source} draws {full}-px slices, no larger whole multiple of the SDM's {low} px")
+    return upscaler
+
+
+def model_passes(scheduler: str, steps: int, config) -> int:
+    """U-Net passes of one stage's sampling loop (the length of the scheduler's timesteps)."""
+    sampler = make_scheduler(scheduler, config)
+    sampler.set_timesteps(steps)
+    return len(sampler.timesteps)
+
+
 _load_lock = threading.Lock()
+
+
+def optional_pipeline(env: str, folder: str) -> str | None:
+    try:
+        return find_pipeline(env, folder)
+    except FileNotFoundError:
+        return None
 
 
 @cache
 def _service() -> ModelService:
-    try:
-        prior = find_pipeline(PRIOR_ENV, PRIOR_FOLDER)
-    except FileNotFoundError:
-        prior = None  # the Synthesise and Compare tabs still work; removal says why it cannot
-    return ModelService(find_pipeline(PIPELINE_ENV, SDM_FOLDER), prior)
+    # Without a prior the Synthesise and Compare tabs still work (removal says why it cannot); without an upscaler
+    # synthesis draws the SDM's size only.
+    prior, upscaler = optional_pipeline(PRIOR_ENV, PRIOR_FOLDER), optional_pipeline(UPSCALER_ENV, UPSCALER_FOLDER)
+    return ModelService(find_pipeline(PIPELINE_ENV, SDM_FOLDER), prior, upscaler)
 
 
 def get_service() -> ModelService:
