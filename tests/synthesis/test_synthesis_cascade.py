@@ -128,10 +128,11 @@ def test_an_interrupted_cascade_run_resumes_to_the_same_rows(cascade_run, inputs
     assert rows_of(output) == rows_of(cascade_run)
 
 
-def test_a_cascade_row_regenerates_bit_exactly_and_checks_the_upscalers_weights(cascade_run, tmp_path):
+def test_a_cascade_row_regenerates_bit_exactly_and_checks_the_upscalers_weights(cascade_run, stages, tmp_path):
     import datasets
 
     from lung_diffusers.synthesis import regenerate_batch, regenerate_row
+    from lung_diffusers.synthesis.checkpoint import load_pipeline, resolve_checkpoint
 
     # A cache of its own: datasets keys a local folder's cache by the folder's name, which other tests' runs share.
     dataset = datasets.load_dataset(str(cascade_run), split="train", cache_dir=str(tmp_path / "cache"))
@@ -139,6 +140,8 @@ def test_a_cascade_row_regenerates_bit_exactly_and_checks_the_upscalers_weights(
     assert regenerate_row(dataset, 5) == stored[5]["image"]["bytes"]  # both stages loaded from the row's columns
 
     batch = [dataset[i] for i in (4, 5)]
+    with pytest.raises(ValueError, match="made by both stages of a cascade, and pipe= is not such a pipeline"):
+        regenerate_batch(batch, pipe=load_pipeline(resolve_checkpoint(str(stages[0])), "DPMSolverMultistepScheduler"))
     batch[0] = {**batch[0], "upscaler_sha256": "0" * 64}
     with pytest.raises(ValueError, match="the upscaler changed since"):
         regenerate_batch(batch)

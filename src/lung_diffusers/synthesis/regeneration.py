@@ -57,6 +57,9 @@ def regenerate_batch(rows: Sequence[dict], pipe=None, cache_dir: str | None = No
     }:
         raise ValueError("give all the rows of one batch (same batch_index, positions 0 to batch_size - 1)")
     pipe = pipe if pipe is not None else pipeline_for(first, cache_dir)
+    if (first.get("upscaler") is not None) != hasattr(pipe, "upscaler"):
+        made_by = "both stages of a cascade" if first.get("upscaler") is not None else "one stage"
+        raise ValueError(f"these rows were made by {made_by}, and pipe= is not such a pipeline; pass pipe=None to load theirs")
     label_maps = np.stack([_label_map(row["mask"]) for row in rows])
     stage_two = upscaler_options(first.get("upscaler_num_inference_steps"), first.get("noise_level"), first["guidance_scale"])
     with torch_threads(first["torch_threads"]):
