@@ -7,7 +7,15 @@ import ...`` can resolve to another folder's.
 
 from __future__ import annotations
 
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from unittest import mock
+
 import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # LIDC-IDRI-0003: the recipe puts it in the train split; slice 75 holds a 21 mm nodule.
 NODULE_SERIES = "1.3.6.1.4.1.14519.5.2.1.6279.6001.170706757615202213033480003264"
@@ -156,3 +164,14 @@ def save_tiny_prior(folder):
 
     DDPMPipeline(unet=tiny_unet(), scheduler=prior_scheduler()).save_pretrained(folder)
     return folder
+
+
+def run_script(script: Path, argv: Sequence) -> int:
+    """``python SCRIPT ARGV`` in this process, run as ``__main__`` (no interpreter start-up per call, and
+    monkeypatches apply): its exit status. Tests run scripts; they never import functions from them."""
+    with mock.patch.object(sys, "argv", [str(script), *map(str, argv)]):
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except SystemExit as exit_:
+            return 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+    return 0

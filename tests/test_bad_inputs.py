@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import runpy
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +22,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from lung_support import run_script
 
 from lung_diffusers import (
     LungRePaintPipeline,
@@ -35,6 +35,7 @@ from lung_diffusers import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = REPO_ROOT / "pipelines"
+PREPARE_SCRIPT = REPO_ROOT / "dataset_scripts" / "prepare_luna16.py"
 SPACE_DIR = REPO_ROOT / "spaces"
 if str(SPACE_DIR) not in sys.path:  # the Space's package, imported as its app imports it
     sys.path.insert(0, str(SPACE_DIR))
@@ -83,8 +84,7 @@ def write_volume(path: Path, slices: int = 3) -> str:
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory, shared_dir):
-    """The bundled pipelines, a tiny SDM U-Net, the recipe's ``main`` and the files the rows name (``{name}`` in a
-    command line)."""
+    """The bundled pipelines, a tiny SDM U-Net and the files the rows name (``{name}`` in a command line)."""
     root = tmp_path_factory.mktemp("bad-inputs")
     sdm = LungSDMPipeline.from_pretrained(PIPELINES / "lung-sdm-64")
     prior = LungRePaintPipeline.from_pretrained(PIPELINES / "lung-ddpm-prior-64")
@@ -123,8 +123,7 @@ def ctx(tmp_path_factory, shared_dir):
         "config": str(root / "config.json"),
         "not_json": str(root / "not-json.json"),
     }
-    recipe = runpy.run_path(str(REPO_ROOT / "dataset_scripts" / "prepare_luna16.py"), run_name="prepare_luna16")
-    return SimpleNamespace(sdm=sdm, prior=prior, unet=unet, files=files, recipe_main=recipe["main"])
+    return SimpleNamespace(sdm=sdm, prior=prior, unet=unet, files=files)
 
 
 @pytest.fixture
@@ -417,7 +416,7 @@ def test_python_api(c, call, expected, match):
 # ---------------------------------------------------------------------------------------------- command lines
 
 
-def run_tool(c, tool: str, argv: list[str]) -> int:
+def run_tool(tool: str, argv: list[str]) -> int:
     """A command in this process: its exit status (argparse's SystemExit included)."""
     if tool == "lung-diffusers":
         from lung_diffusers.cli import main
@@ -425,8 +424,8 @@ def run_tool(c, tool: str, argv: list[str]) -> int:
         from lung_diffusers.demo import cli as main
     elif tool == "convert_sdm":
         from lung_diffusers.convert_sdm import main
-    else:
-        main = c.recipe_main
+    else:  # the data recipe's script, as ``python dataset_scripts/prepare_luna16.py`` runs it
+        return run_script(PREPARE_SCRIPT, argv)
     try:
         return main(argv) or 0
     except SystemExit as exit_info:
@@ -562,7 +561,7 @@ def test_command_line(c, capsys, monkeypatch, argv, code, match):
     monkeypatch.delenv("LUNG_DIFFUSERS_DEBUG", raising=False)  # a user's setting would add the traceback
     out = c.tmp / "out"
     tool, *args = argv.split()
-    assert run_tool(c, tool, [a.format(out=out, **c.files) for a in args]) == code
+    assert run_tool(tool, [a.format(out=out, **c.files) for a in args]) == code
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert lines and "Traceback" not in err, err

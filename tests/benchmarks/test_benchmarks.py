@@ -1,19 +1,20 @@
-"""The benchmarks run in their quickest mode (smoke tests: no timing is asserted)."""
+"""The benchmarks run in their quickest mode (smoke tests: no timing is asserted), each as ``python
+benchmarks/<name>.py ... --json FILE`` runs it, in this process; the checks read the numbers from the JSON file."""
 
-import importlib.util
-from pathlib import Path
+import json
 
 import pytest
 import torch
+from lung_support import REPO_ROOT, run_script
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCHMARKS = REPO_ROOT / "benchmarks"
 
 
-def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_benchmark(name: str, argv: list[str], folder) -> dict:
+    """The benchmark's numbers, as its ``--json`` file holds them."""
+    numbers = folder / f"{name}.json"
+    assert run_script(BENCHMARKS / f"{name}.py", [*argv, "--json", numbers]) == 0
+    return json.loads(numbers.read_text())
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +24,8 @@ def keep_thread_count():
     torch.set_num_threads(threads)
 
 
-def test_memory_benchmark_counts_agree_with_a_real_run(capsys):
-    results = load_benchmark("benchmark_memory").main(["--quick"])
+def test_memory_benchmark_counts_agree_with_a_real_run(capsys, tmp_path):
+    results = run_benchmark("benchmark_memory", ["--quick"], tmp_path)
     out = capsys.readouterr().out
     assert "Verdict: batch 8 with guidance in bf16" in out
     reuse = next(r for r in results["rows"] if r["mode"] == "reuse")
@@ -36,7 +37,7 @@ def test_memory_benchmark_counts_agree_with_a_real_run(capsys):
         assert check["real_features_nbytes"] == check["feature_bytes_formula"]
 
 
-def test_sdm_benchmark_quick_mode_extrapolates_ddpm(capsys):
+def test_sdm_benchmark_quick_mode_extrapolates_ddpm(capsys, tmp_path):
     argv = [
         "--quick",
         "--skip-seed-size",
@@ -49,7 +50,7 @@ def test_sdm_benchmark_quick_mode_extrapolates_ddpm(capsys):
         "--threads",
         "1",
     ]
-    results = load_benchmark("benchmark_sdm").main(argv)
+    results = run_benchmark("benchmark_sdm", argv, tmp_path)
     out = capsys.readouterr().out
     assert "EXTRAPOLATED from 2 steps" in out
     assert results["sampling_64x64"]["ddpm_1000_extrapolated"]
@@ -57,16 +58,15 @@ def test_sdm_benchmark_quick_mode_extrapolates_ddpm(capsys):
 
 
 def test_sdm_benchmark_help_is_plain(capsys):
-    with pytest.raises(SystemExit):
-        load_benchmark("benchmark_sdm").main(["--help"])
+    assert run_script(BENCHMARKS / "benchmark_sdm.py", ["--help"]) == 0
     out = capsys.readouterr().out
     assert "--threads" in out and "--repeats" in out and "--quick" in out
     assert "(default: None)" not in out
 
 
-def test_training_step_benchmark_runs(capsys):
+def test_training_step_benchmark_runs(capsys, tmp_path):
     argv = ["--quick", "--precision", "fp32", "--batch-size", "1", "--resolution", "32", "--threads", "1"]
-    results = load_benchmark("benchmark_training_step").main(argv)
+    results = run_benchmark("benchmark_training_step", argv, tmp_path)
     out = capsys.readouterr().out
     assert "SDM / UNet2DModel" in out and "SPADE label-map convs" in out
     assert {r["model"] for r in results["rows"]} == {"SDM, conv resampling", "SDM, resnet resampling", "UNet2DModel"}
@@ -76,9 +76,9 @@ def test_training_step_benchmark_runs(capsys):
     assert sdm["forward"] - spade == pytest.approx(unet["forward"], rel=0.02)
 
 
-def test_gpu_check_runs_its_plumbing_on_the_cpu(capsys):
+def test_gpu_check_runs_its_plumbing_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.sh runs this on a lent GPU; here the same code runs on a tiny model."""
-    results = load_benchmark("benchmark_gpu").main(["--device", "cpu", "--tiny", "--training-steps", "1"])
+    results = run_benchmark("benchmark_gpu", ["--device", "cpu", "--tiny", "--training-steps", "1"], tmp_path)
     assert [(r["batch"], r["masks"], r["features"]) for r in results["sampling"]] == [
         (b, m, f) for b, m in ((1, 1), (8, 1), (8, 8)) for f in ("reused", "recomputed")
     ]

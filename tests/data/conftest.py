@@ -1,16 +1,15 @@
 """Fixtures for the data-recipe tests: the real LIDC-IDRI / LUNA16 sample and one prepared dataset."""
 
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import cv2
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from lung_support import run_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PREPARE_SCRIPT = REPO_ROOT / "dataset_scripts" / "prepare_luna16.py"
@@ -49,21 +48,11 @@ def run_prepare_script(*args: str, timeout: float = 600) -> subprocess.Completed
     )
 
 
-def run_prepare_in_process(argv: list[str]) -> int:
-    """Run dataset_scripts/prepare_luna16.py as ``python prepare_luna16.py ARGS`` would, but in this process (no
-    interpreter start-up per call, and monkeypatches apply); returns its exit status (``--help`` too)."""
-    with mock.patch.object(sys, "argv", [str(PREPARE_SCRIPT), *map(str, argv)]):
-        try:
-            runpy.run_path(str(PREPARE_SCRIPT), run_name="__main__")
-        except SystemExit as exit_:
-            return exit_.code
-    raise AssertionError(f"{PREPARE_SCRIPT.name} ended without an exit status")
-
-
 @pytest.fixture(scope="module")
 def prepare_main():
-    """The script run in this process: ``prepare_main(argv)`` returns its exit status."""
-    return run_prepare_in_process
+    """dataset_scripts/prepare_luna16.py run as ``python prepare_luna16.py ARGS`` would, but in this process (no
+    interpreter start-up per call, and monkeypatches apply): ``prepare_main(argv)`` returns its exit status."""
+    return lambda argv: run_script(PREPARE_SCRIPT, argv)
 
 
 # Geometry of the synthetic scans: 12 slices of 64 x 64 pixels, 1 mm pixels, 2.5 mm slices, origin 0.

@@ -13,8 +13,6 @@ from lung_diffusers.data.lung_segmentation import (
 )
 from lung_diffusers.data.masks import LEFT_LUNG, RIGHT_LUNG, TRACHEA, body_mask
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def segmented(lidc_mini, sample_series):

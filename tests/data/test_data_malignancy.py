@@ -15,8 +15,6 @@ from lung_diffusers.data.malignancy import (
     nodule_malignancy,
 )
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def pylidc_reads(sample_series):

@@ -37,8 +37,6 @@ from lung_diffusers.data.masks import (
 )
 from lung_diffusers.data.slice_recipe import label_slice
 
-pytestmark = pytest.mark.slow
-
 
 def _rows_by_slice(folder, config):
     """{(seriesuid, slice_index): row} over every shard of a config, rows as stored (PNG bytes)."""

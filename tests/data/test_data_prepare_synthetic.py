@@ -150,7 +150,7 @@ import importlib, pkgutil, runpy, sys
 import lung_diffusers.data
 for module in pkgutil.iter_modules(lung_diffusers.data.__path__):
     importlib.import_module(f"lung_diffusers.data.{{module.name}}")
-runpy.run_path({str(prepare_script)!r}, run_name="not_main")
+runpy.run_path({str(prepare_script)!r}, run_name="__mp_main__")  # as a spawned worker imports it
 print(sorted(name for name in ("torch", "diffusers") if name in sys.modules))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)

@@ -9,9 +9,7 @@ the losses; checkpoints are complete ``checkpoint-<step>`` folders, as many as t
 from __future__ import annotations
 
 import json
-import runpy
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import PIL.Image
 import pytest
 import torch
 from huggingface_hub import HfApi
+from lung_support import run_script
 from safetensors.torch import load_file
 from training_support import (
     CHECKPOINT_FILES,
@@ -156,13 +155,11 @@ def ddpm_run(train_sdm, real_mini_dataset, datasets_cache, built_once) -> tuple[
             # Every push goes through lung_diffusers.hub, which uploads with HfApi: patched.
             patch.setattr(HfApi, "create_repo", fake_create_repo)
             patch.setattr(HfApi, "upload_folder", fake_upload_folder)
-            patch.setattr(sys, "argv", [str(TRAIN_DDPM), *map(str, argv)])
             try:
-                with one_thread(), pytest.raises(SystemExit) as exit_info:
-                    runpy.run_path(str(TRAIN_DDPM), run_name="__main__")
+                with one_thread():
+                    assert run_script(TRAIN_DDPM, argv) == 0
             finally:
                 reset_accelerate()
-        assert exit_info.value.code == 0
         (folder / "hub_calls.json").write_text(json.dumps(calls))
 
     folder = built_once("end-to-end-ddpm", build)
