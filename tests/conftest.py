@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -100,17 +101,79 @@ def reference_labels(small_reference):
     return small_reference[2]["labels"]
 
 
+@pytest.fixture(scope="session")
+def built_once(tmp_path_factory):
+    """``built_once(name, build)``: the folder ``build(folder)`` fills, made once per test session.
+
+    Under pytest-xdist the workers share it (a file lock; the first builds, the others wait and reuse it), so an
+    expensive fixture is not rebuilt on each worker its tests are spread over.
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's, shared by its workers
+    root = root / "built-once"
+    root.mkdir(parents=True, exist_ok=True)
+
+    def get(name: str, build) -> Path:
+        folder, done = root / name, root / f"{name}.done"
+        with FileLock(str(root / f"{name}.lock")):
+            if not done.exists():
+                if folder.exists():
+                    shutil.rmtree(folder)  # a build that failed on another worker
+                folder.mkdir()
+                build(folder)
+                done.touch()
+        return folder
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module's tiny models (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``),
+    whatever ``OMP_NUM_THREADS`` says: on a busy machine a second OpenMP thread only waits for a core (x50 slower
+    when oversubscribed)."""
+    from lung_support import one_thread
+
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def datasets_cache(tmp_path_factory) -> str:
+    """A private datasets cache, so tests never read or fill the user's."""
+    return str(tmp_path_factory.mktemp("hf-datasets-cache"))
+
+
 @pytest.fixture
 def prior_pipe():
     """A LungRePaintPipeline around a tiny random healthy prior (16 px, learned variance)."""
-    from lung_support import make_pipe, tiny_unet
+    from lung_support import repaint_pipe, tiny_prior_unet
 
-    return make_pipe(tiny_unet())
+    return repaint_pipe(tiny_prior_unet())
 
 
 @pytest.fixture
 def sdm_pipe():
     """A LungRePaintPipeline around a tiny random SDM (16 px, 6 classes)."""
-    from lung_support import make_pipe, tiny_sdm
+    from lung_support import repaint_pipe, tiny_sdm
 
-    return make_pipe(tiny_sdm())
+    return repaint_pipe(tiny_sdm())
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory) -> Path:
+    """lung_support.write_tiny_recipe's dataset: 32-px box chests, healthy and nodule, train and test."""
+    from lung_support import write_tiny_recipe
+
+    return write_tiny_recipe(tmp_path_factory.mktemp("tiny-recipe"))
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tmp_path_factory) -> Path:
+    """A tiny random healthy prior saved as a ``DDPMPipeline`` folder."""
+    from lung_support import save_tiny_prior
+
+    return save_tiny_prior(tmp_path_factory.mktemp("tiny-prior") / "prior")

@@ -22,12 +22,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from lung_support import run_script
+from lung_support import run_script, tiny_sdm
 
 from lung_diffusers import (
     LungRePaintPipeline,
     LungSDMPipeline,
-    SemanticUNet2DModel,
     is_synthetic,
     save_synthetic_nifti,
     save_synthetic_png,
@@ -90,8 +89,7 @@ def ctx(tmp_path_factory, shared_dir):
     prior = LungRePaintPipeline.from_pretrained(PIPELINES / "lung-ddpm-prior-64")
     for pipe in (sdm, prior):
         pipe.set_progress_bar_config(disable=True)
-    torch.manual_seed(0)
-    unet = SemanticUNet2DModel(**TINY_UNET).eval()
+    unet = tiny_sdm()
 
     labels256 = chest(256)
     for folder in ("busy", "empty", "not-a-pipeline"):
@@ -138,17 +136,6 @@ def c(ctx, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the Python API
 
-TINY_UNET = dict(
-    sample_size=16,
-    num_classes=6,
-    block_out_channels=(32, 32),
-    layers_per_block=1,
-    attention_downsample_factors=(2,),
-    attention_head_dim=16,
-    spade_hidden_channels=8,
-)
-
-
 def scheduler(name: str, **config):
     import diffusers
 
@@ -183,10 +170,6 @@ def repaint(c, pipe=None, image=SLICE64, mask_image=KEEP64, **kwargs):
 
 def set_scheduler(pipe, value):
     pipe.scheduler = value
-
-
-def tiny_unet(**config):
-    return SemanticUNet2DModel(**{**TINY_UNET, **config})
 
 
 def unet_forward(c, sample_shape=(1, 1, 16, 16), timestep=10, **kwargs):
@@ -359,13 +342,13 @@ API_ROWS = [
     ),
     api("repaint-scheduler-string", lambda c: set_scheduler(fresh_repaint(c), "ddim"), TypeError, r"got 'ddim'"),
     # SemanticUNet2DModel: configurations
-    api("unet-one-class", lambda c: tiny_unet(num_classes=1), ValueError, r"num_classes must be at least 2"),
-    api("unet-channels-vs-groups", lambda c: tiny_unet(block_out_channels=(30, 30)), ValueError, r"divisible by norm_num_groups=32"),
-    api("unet-attention-factor", lambda c: tiny_unet(attention_downsample_factors=(8,)), ValueError, r"factors \[8\] are not"),
-    api("unet-out-channels", lambda c: tiny_unet(out_channels=3), ValueError, r"out_channels must be in_channels .*got"),
-    api("unet-two-attention-rules", lambda c: tiny_unet(num_attention_heads=2), ValueError, r"exactly one of attention_head_dim"),
-    api("unet-crop-larger-than-slices", lambda c: tiny_unet(training_crop_size=32), ValueError, r"between 1 and sample_size=16"),
-    api("unet-negative-spacing", lambda c: tiny_unet(pixel_spacing_mm=-1.0), ValueError, r"pixel_spacing_mm must be positive"),
+    api("unet-one-class", lambda c: tiny_sdm(num_classes=1), ValueError, r"num_classes must be at least 2"),
+    api("unet-channels-vs-groups", lambda c: tiny_sdm(block_out_channels=(30, 30)), ValueError, r"divisible by norm_num_groups=32"),
+    api("unet-attention-factor", lambda c: tiny_sdm(attention_downsample_factors=(8,)), ValueError, r"factors \[8\] are not"),
+    api("unet-out-channels", lambda c: tiny_sdm(out_channels=3), ValueError, r"out_channels must be in_channels .*got"),
+    api("unet-two-attention-rules", lambda c: tiny_sdm(num_attention_heads=2), ValueError, r"exactly one of attention_head_dim"),
+    api("unet-crop-larger-than-slices", lambda c: tiny_sdm(training_crop_size=32), ValueError, r"between 1 and sample_size=16"),
+    api("unet-negative-spacing", lambda c: tiny_sdm(pixel_spacing_mm=-1.0), ValueError, r"pixel_spacing_mm must be positive"),
     # SemanticUNet2DModel: forward
     api("unet-sample-3d", lambda c: unet_forward(c, (1, 16, 16)), ValueError, r"sample must have shape \(batch, 1, height"),
     api("unet-no-map", lambda c: unet_forward(c, segmentation=None), ValueError, r"pass either `segmentation` or"),

@@ -8,6 +8,7 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from lung_support import tiny_sdm
 
 from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel, is_synthetic
 from lung_diffusers.demo import cli, main, parse_args
@@ -15,11 +16,8 @@ from lung_diffusers.demo import cli, main, parse_args
 
 @pytest.fixture
 def demo_pipeline(tmp_path, reference_labels):
-    torch.manual_seed(0)
-    unet = SemanticUNet2DModel(sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
-                               attention_downsample_factors=(2,), attention_head_dim=16)
     folder = tmp_path / "pipe"
-    LungSDMPipeline(unet, DDPMScheduler(variance_type="learned_range", clip_sample=True)).save_pretrained(folder)
+    LungSDMPipeline(tiny_sdm(32), DDPMScheduler(variance_type="learned_range", clip_sample=True)).save_pretrained(folder)
     masks = folder / "example_masks"
     masks.mkdir()
     for name, labels in zip(("healthy", "nodule"), reference_labels.numpy()):

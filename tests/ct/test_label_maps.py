@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import PIL.Image
 import pytest
+from lung_support import save_tiny_prior
 
 from lung_diffusers.ct import as_label_tensor, check_label_map_size, check_label_values
 
@@ -34,13 +35,9 @@ def test_values_that_are_not_scaled_classes_get_no_scaling_hint(values):
 
 
 def test_remove_nodule_reports_a_scaled_label_map_rather_than_a_missing_nodule(tmp_path, capsys):
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-
     from lung_diffusers.cli import main
 
-    unet = UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(32, 32), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path / "prior")
+    save_tiny_prior(tmp_path / "prior")
     PIL.Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "slice.png")
     PIL.Image.fromarray(recipe_like_labels() * 50).save(tmp_path / "mask.png")
     argv = ["remove-nodule", "--pipeline", tmp_path / "prior", "--image", tmp_path / "slice.png",

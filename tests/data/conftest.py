@@ -138,9 +138,3 @@ def prepared_dataset(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return output, result
-
-
-@pytest.fixture(scope="session")
-def datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A private datasets cache, so tests never read or fill the user's."""
-    return str(tmp_path_factory.mktemp("hf-datasets-cache"))

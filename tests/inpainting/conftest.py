@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from lung_support import NODULE_SERIES, NODULE_SLICE
+from lung_support import LIDC_0003_SERIES, NODULE_SLICE
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def real_nodule_slice(shared_dir, tmp_path_factory) -> RealSlice:
         output,
         image_size=256,
         healthy_stride=100_000,  # nodule slices only
-        series_uids=[NODULE_SERIES],
+        series_uids=[LIDC_0003_SERIES],
         lidc_xml_dir=lidc_mini / "lidc-xml",
         malignancy=True,
         log=lambda message: None,

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from lung_support import chest, save_tiny_prior, write_tiny_recipe
+from lung_support import box_chest
 
 from lung_diffusers.ct import hu_from_image
 from lung_diffusers.inpainting import (
@@ -34,7 +34,7 @@ def script():
 def test_the_dice_threshold_comes_from_the_train_patients_only(script):
     """Train lesions score 0.6, test lesions 0.3: the train threshold misses every test lesion, and the test set's
     own best threshold (which would find them all) is reported only as the upper bound."""
-    _, labels = chest()
+    _, labels = box_chest()
     truth = np.zeros(labels.shape, bool)
     truth[12:15, 6:9] = True
     normal = np.random.default_rng(2).uniform(0, 0.2, labels.shape)
@@ -60,7 +60,7 @@ def test_the_dice_threshold_comes_from_the_train_patients_only(script):
 
 
 def test_a_synthetic_nodule_has_its_size_density_and_place():
-    image, labels = chest(64)
+    image, labels = box_chest(64)
     nodule = place_synthetic_nodule(
         image, labels, (1.0, 1.0), np.random.default_rng(0), diameter_mm=(10, 10), hu=(-50, -50), texture_hu=0
     )
@@ -90,16 +90,6 @@ def test_a_synthetic_nodule_has_its_size_density_and_place():
 
 
 # ---------------------------------------------------------------------------------------------- the script
-
-
-@pytest.fixture(scope="module")
-def tiny_recipe(tmp_path_factory):
-    return write_tiny_recipe(tmp_path_factory.mktemp("anomaly-recipe"))
-
-
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory):
-    return save_tiny_prior(tmp_path_factory.mktemp("anomaly-prior") / "prior")
 
 
 def test_the_script_end_to_end_on_a_tiny_prior(script, tiny_recipe, tiny_prior, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 from diffusers import DDIMScheduler, RePaintScheduler
-from lung_support import make_pipe, tiny_sdm, tiny_unet
+from lung_support import repaint_pipe, save_tiny_prior, tiny_sdm
 
 from lung_diffusers import is_synthetic
 from lung_diffusers.inpainting import anomaly_map, reconstruct_from_noise_level
@@ -44,19 +44,16 @@ def test_anomaly_maps_refuse_what_cannot_work(prior_pipe, slice32):
     with pytest.raises(ValueError, match="multiples of 2"):
         anomaly_map(prior_pipe, slice32[:31], noise_level=0.3, num_inference_steps=4)
     with pytest.raises(ValueError, match="not a Semantic Diffusion Model"):
-        anomaly_map(make_pipe(tiny_sdm()), slice32)
+        anomaly_map(repaint_pipe(tiny_sdm()), slice32)
     prior_pipe.scheduler = RePaintScheduler.from_config(prior_pipe.scheduler.config)
     with pytest.raises(ValueError, match="need a DDPMScheduler or DDIMScheduler"):
         anomaly_map(prior_pipe, slice32)
 
 
 def test_the_anomaly_map_command(tmp_path, capsys):
-    from diffusers import DDPMPipeline
-    from lung_support import prior_scheduler
-
     from lung_diffusers.cli import main
 
-    DDPMPipeline(unet=tiny_unet(), scheduler=prior_scheduler()).save_pretrained(tmp_path / "prior")
+    save_tiny_prior(tmp_path / "prior")
     grey = np.random.default_rng(1).integers(0, 256, (48, 48), dtype=np.uint8)
     PIL.Image.fromarray(grey).save(tmp_path / "slice.png")
     argv = [

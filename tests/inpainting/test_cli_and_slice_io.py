@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import SimpleITK as sitk
-from lung_support import NODULE_SERIES, NODULE_SLICE, prior_scheduler, tiny_sdm, tiny_unet
+from lung_support import LIDC_0003_SERIES, NODULE_SLICE, prior_scheduler, tiny_prior_unet, tiny_sdm
 
 from lung_diffusers import LungSDMPipeline, is_synthetic
 from lung_diffusers.cli import main
@@ -28,7 +28,7 @@ def pipeline_folders(tmp_path_factory):
     from diffusers import DDPMPipeline
 
     root = tmp_path_factory.mktemp("pipelines")
-    DDPMPipeline(unet=tiny_unet(sample_size=32), scheduler=prior_scheduler()).save_pretrained(root / "prior")
+    DDPMPipeline(unet=tiny_prior_unet(sample_size=32), scheduler=prior_scheduler()).save_pretrained(root / "prior")
     LungSDMPipeline(unet=tiny_sdm(sample_size=32), scheduler=prior_scheduler()).save_pretrained(root / "sdm")
     return root
 
@@ -52,7 +52,7 @@ def test_png_slices_and_label_maps_read_as_the_recipe_wrote_them(slice_files, re
 
 
 def test_a_volume_slice_by_index_matches_the_recipes_slice(shared_dir, real_nodule_slice, tmp_path):
-    volume = shared_dir / "data" / "lidc-mini" / "subset0" / f"{NODULE_SERIES}.mhd"
+    volume = shared_dir / "data" / "lidc-mini" / "subset0" / f"{LIDC_0003_SERIES}.mhd"
     ct = read_ct_slice(volume, NODULE_SLICE)
     assert ct.image.shape == (512, 512) and ct.pixel_mm == pytest.approx((0.820312, 0.820312), abs=1e-5)
     # The recipe windows to 8 bits and then shrinks: the same slice to within rounding.
@@ -172,7 +172,7 @@ def test_an_output_that_would_lose_files_is_refused_before_the_model_loads(
 def test_remove_nodule_from_a_volume_slice_with_the_recipes_mask(
     pipeline_folders, slice_files, shared_dir, tmp_path, capsys
 ):
-    volume = shared_dir / "data" / "lidc-mini" / "subset0" / f"{NODULE_SERIES}.mhd"
+    volume = shared_dir / "data" / "lidc-mini" / "subset0" / f"{LIDC_0003_SERIES}.mhd"
     argv = [
         "remove-nodule",
         "--pipeline",
@@ -235,7 +235,7 @@ def test_bad_input_is_one_line_and_exit_code_2(
     pipeline_folders, slice_files, shared_dir, tmp_path, capsys, extra, message
 ):
     paths = {
-        "VOLUME": shared_dir / "data" / "lidc-mini" / "subset0" / f"{NODULE_SERIES}.mhd",
+        "VOLUME": shared_dir / "data" / "lidc-mini" / "subset0" / f"{LIDC_0003_SERIES}.mhd",
         "IMAGE": slice_files / "image.png",
         "MASK": slice_files / "mask.png",
         "SLICES": slice_files,

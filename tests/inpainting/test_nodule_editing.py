@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import PIL.Image
 import pytest
-from lung_support import FAST, make_pipe, tiny_sdm, tiny_unet
+from lung_support import FAST, repaint_pipe, tiny_prior_unet, tiny_sdm
 
 from lung_diffusers import insert_nodule, is_synthetic, remove_nodule
 from lung_diffusers.ct import LEFT_LUNG, MALIGNANT_NODULE, NODULE
@@ -22,7 +22,7 @@ from lung_diffusers.inpainting import (
 @pytest.fixture(scope="module")
 def prior32():
     # 32 px: the 21 mm nodule (about 13 px of the 256-px slice) plus its dilation fits the window.
-    return make_pipe(tiny_unet(sample_size=32))
+    return repaint_pipe(tiny_prior_unet(sample_size=32))
 
 
 # ------------------------------------------------------------------------------------- difference maps (Listing 6)
@@ -112,7 +112,7 @@ def test_removal_refuses_bad_masks_and_an_sdm(prior32, real_nodule_slice):
     with pytest.raises(ValueError, match="spans .* more than the model's 32-px window"):
         remove_nodule(prior32, image, nodule_mask_from_labels(labels), dilation_px=12, **FAST)
     with pytest.raises(ValueError, match="holds a Semantic Diffusion Model"):
-        remove_nodule(make_pipe(tiny_sdm()), image, nodule_mask_from_labels(labels), **FAST)
+        remove_nodule(repaint_pipe(tiny_sdm()), image, nodule_mask_from_labels(labels), **FAST)
 
 
 # ------------------------------------------------------------------------------------- insertion
@@ -129,7 +129,7 @@ def lung_spot(labels: np.ndarray, lung: int = LEFT_LUNG, diameter: float = 14) -
 
 def test_insertion_on_a_real_slice_works_at_the_slice_s_own_resolution(real_nodule_slice, tmp_path):
     # The 32-px SDM inpaints the slice shrunk to its size; the new area comes back upsampled into the 256-px slice.
-    pipe = make_pipe(tiny_sdm(sample_size=32))
+    pipe = repaint_pipe(tiny_sdm(sample_size=32))
     spot = lung_spot(real_nodule_slice.labels)
     side = real_nodule_slice.image.shape[0]
     edit = insert_nodule(
@@ -159,10 +159,10 @@ def test_insertion_on_a_real_slice_works_at_the_slice_s_own_resolution(real_nodu
 def test_changing_malignancy_needs_a_7_class_model(real_nodule_slice):
     image, labels = real_nodule_slice.image, real_nodule_slice.labels
     nodule = nodule_mask_from_labels(labels)
-    six = make_pipe(tiny_sdm(sample_size=32, num_classes=6))
+    six = repaint_pipe(tiny_sdm(sample_size=32, num_classes=6))
     with pytest.raises(ValueError, match="needs a 7-class malignancy SDM; this model has 6 classes"):
         insert_nodule(six, image, labels, nodule, malignancy="benign", **FAST)
-    seven = make_pipe(tiny_sdm(sample_size=32, num_classes=7))
+    seven = repaint_pipe(tiny_sdm(sample_size=32, num_classes=7))
     with pytest.raises(ValueError, match="pass malignancy='benign' or 'malignant'"):
         insert_nodule(seven, image, labels, nodule, **FAST)
     malignant_map = real_nodule_slice.malignancy_labels
@@ -180,7 +180,7 @@ def test_insertion_refuses_a_prior_and_a_nodule_outside_the_body(prior32, real_n
         insert_nodule(prior32, image, labels, spot, **FAST)
     outside = disc_mask(labels.shape, (3, 3), 4)
     with pytest.raises(ValueError, match="outside the body"):
-        insert_nodule(make_pipe(tiny_sdm(sample_size=32)), image, labels, outside, **FAST)
+        insert_nodule(repaint_pipe(tiny_sdm(sample_size=32)), image, labels, outside, **FAST)
 
 
 # ------------------------------------------------------------------------------------- the output folder

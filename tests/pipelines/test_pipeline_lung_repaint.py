@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, RePaintScheduler
-from lung_support import FAST, make_pipe, prior_scheduler, tiny_sdm, tiny_unet
+from lung_support import FAST, prior_scheduler, repaint_pipe, save_tiny_prior, tiny_prior_unet, tiny_sdm
 
 from lung_diffusers import LungRePaintPipeline, LungSDMPipeline, is_synthetic, save_synthetic_png
 from lung_diffusers.pipelines.pipeline_lung_repaint import repaint_schedule
@@ -47,11 +47,11 @@ def run_reference(unet, image, mask, seed, **settings):
 def test_equals_diffusers_repaint_pipeline_with_the_repaint_scheduler(eta):
     # The reference's conditions: epsilon-only UNet2DModel, tensors in [-1, 1], (B, 1, H, W) mask with 1 = keep,
     # one torch.Generator, float32.
-    unet = tiny_unet(learned_variance=False)
+    unet = tiny_prior_unet(learned_variance=False)
     image, mask = image_and_mask()
     settings = {"num_inference_steps": 20, "jump_length": 3, "jump_n_sample": 3, "eta": eta}
     expected = run_reference(unet, image, mask, seed=3, **settings)
-    pipe = make_pipe(unet, RePaintScheduler())
+    pipe = repaint_pipe(unet, RePaintScheduler())
     ours = pipe(image, mask, generator=torch.Generator().manual_seed(3), output_type="np", **settings).images
     assert ours.shape == expected.shape == (2, 16, 16, 1)
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
@@ -59,7 +59,7 @@ def test_equals_diffusers_repaint_pipeline_with_the_repaint_scheduler(eta):
 
 def test_a_learned_variance_model_gives_the_repaint_scheduler_its_epsilon_half_only():
     # diffusers' RePaintPipeline would pass both channels as epsilon; we must equal it run on the epsilon half.
-    unet = tiny_unet(learned_variance=True)
+    unet = tiny_prior_unet(learned_variance=True)
 
     class EpsilonHalf(torch.nn.Module):
         def __init__(self, inner):
@@ -80,7 +80,7 @@ def test_a_learned_variance_model_gives_the_repaint_scheduler_its_epsilon_half_o
     image, mask = image_and_mask(batch=1)
     settings = {"num_inference_steps": 10, "jump_length": 2, "jump_n_sample": 2}
     expected = run_reference(EpsilonHalf(unet), image, mask, seed=1, **settings)
-    ours = make_pipe(unet, RePaintScheduler())(
+    ours = repaint_pipe(unet, RePaintScheduler())(
         image, mask, generator=torch.Generator().manual_seed(1), output_type="np", **settings
     )
     np.testing.assert_allclose(ours.images, expected, rtol=0, atol=1e-5)
@@ -97,7 +97,7 @@ def test_the_jump_schedule_is_the_repaint_schedulers(settings):
 def test_the_generic_loop_on_ddim_equals_the_repaint_scheduler_without_jumps():
     # Without jumps, eta 0 and clipping, RePaint's step is DDIM's, and the known region is noised with one draw
     # per step in both: the generic loop (written against the DDIM API) must give the same images.
-    unet = tiny_unet(learned_variance=False)
+    unet = tiny_prior_unet(learned_variance=False)
     image, mask = image_and_mask()
     settings = {"num_inference_steps": 10, "jump_length": 2, "jump_n_sample": 1}
     runs = []
@@ -105,7 +105,7 @@ def test_the_generic_loop_on_ddim_equals_the_repaint_scheduler_without_jumps():
         RePaintScheduler(clip_sample=False),
         DDIMScheduler(clip_sample=False, timestep_spacing="leading"),
     ):
-        pipe = make_pipe(unet, scheduler)
+        pipe = repaint_pipe(unet, scheduler)
         runs.append(
             pipe(
                 image,
@@ -160,7 +160,7 @@ def test_unusable_schedulers_are_refused_with_a_way_out(prior_pipe):
     prior_pipe.scheduler = DDPMScheduler.from_config(prior_pipe.scheduler.config, variance_type="learned")
     with pytest.raises(ValueError, match="learned_range"):
         prior_pipe(image, mask, **FAST)
-    epsilon_only = make_pipe(tiny_unet(learned_variance=False))  # with the prior's learned_range scheduler
+    epsilon_only = repaint_pipe(tiny_prior_unet(learned_variance=False))  # with the prior's learned_range scheduler
     with pytest.raises(ValueError, match="needs a learned-variance model"):
         epsilon_only(image, mask, **FAST)
 
@@ -287,9 +287,7 @@ def test_callbacks_see_every_schedule_entry_and_can_stop_the_loop(prior_pipe):
 
 
 def test_loads_a_ddpm_prior_folder_and_an_sdm_folder(tmp_path):
-    from diffusers import DDPMPipeline
-
-    DDPMPipeline(unet=tiny_unet(), scheduler=prior_scheduler()).save_pretrained(tmp_path / "prior")
+    save_tiny_prior(tmp_path / "prior")
     prior = LungRePaintPipeline.from_pretrained(tmp_path / "prior")
     assert type(prior.unet).__name__ == "UNet2DModel" and prior.scheduler.config.variance_type == "learned_range"
     LungSDMPipeline(unet=tiny_sdm(), scheduler=prior_scheduler(), hu_window=(-900, 300)).save_pretrained(
@@ -305,9 +303,7 @@ def test_loads_a_ddpm_prior_folder_and_an_sdm_folder(tmp_path):
 def test_a_folder_of_another_pipeline_is_refused_with_the_class_that_loads_it(tmp_path):
     import json
 
-    from diffusers import DDPMPipeline
-
-    DDPMPipeline(unet=tiny_unet(), scheduler=prior_scheduler()).save_pretrained(tmp_path / "prior")
+    save_tiny_prior(tmp_path / "prior")
     with pytest.raises(
         ValueError,
         match=r"prior is a DDPMPipeline folder \(its unet is an unconditional U-Net, such as the healthy prior\), "

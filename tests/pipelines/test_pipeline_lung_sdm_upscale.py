@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from lung_support import tiny_sdm, tiny_upscaler
 
 from lung_diffusers import (
     LungSDMCombinedPipeline,
     LungSDMPipeline,
     LungSDMUpscalePipeline,
-    SemanticUNet2DModel,
     is_synthetic,
     load_pipeline,
     save_synthetic_png,
@@ -28,25 +28,14 @@ def schedule():
 
 @pytest.fixture(scope="module")
 def base_pipe():
-    torch.manual_seed(0)
-    unet = SemanticUNet2DModel(
-        sample_size=LOW, block_out_channels=(32, 32), layers_per_block=1, attention_downsample_factors=(2,),
-        attention_head_dim=16, spade_hidden_channels=8,
-    ).eval()
-    pipe = LungSDMPipeline(unet, schedule())
+    pipe = LungSDMPipeline(tiny_sdm(LOW), schedule())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 @pytest.fixture(scope="module")
 def upscale_pipe():
-    torch.manual_seed(1)
-    unet = SemanticUNet2DModel(
-        sample_size=SIDE, block_out_channels=(32, 32), layers_per_block=1, attention_downsample_factors=(),
-        add_attention=False, spade_hidden_channels=8, low_res_channels=1, training_crop_size=32,
-    ).eval()
-    torch.nn.init.normal_(unet.conv_out.weight, std=0.05)  # zero-initialised otherwise: inputs would not matter
-    pipe = LungSDMUpscalePipeline(unet, schedule(), schedule())
+    pipe = LungSDMUpscalePipeline(tiny_upscaler(SIDE, training_crop_size=32), schedule(), schedule())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

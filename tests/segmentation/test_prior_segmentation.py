@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from lung_support import make_pipe, tiny_unet
+from lung_support import repaint_pipe, tiny_prior_unet
 
 from lung_diffusers.segmentation import (
     IMAGE_ONLY,
@@ -53,7 +53,7 @@ def test_the_two_unets_differ_only_in_the_prior_channel(tmp_path):
 def test_priors_are_cached_by_slice_and_setting(tmp_path, monkeypatch):
     from lung_diffusers.segmentation import priors
 
-    pipe = make_pipe(tiny_unet())
+    pipe = repaint_pipe(tiny_prior_unet())
     rng = np.random.default_rng(0)
     images = [rng.random((16, 16), np.float32) for _ in range(2)]
     first = anomaly_priors(pipe, images, 0.5, 4, cache_dir=tmp_path, progress=False)

@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 from lung_space import display, model_service
 from lung_space.model_service import REQUEST_BUDGET_S, ModelService, StageTiming
+from lung_support import tiny_sdm, tiny_upscaler
 
 from lung_diffusers import is_synthetic
 
@@ -32,27 +33,17 @@ def chest(side: int) -> np.ndarray:
 
 
 def save_models(folder):
-    import torch
     from diffusers import DDPMScheduler
 
-    from lung_diffusers import LungSDMPipeline, LungSDMUpscalePipeline, SemanticUNet2DModel
+    from lung_diffusers import LungSDMPipeline, LungSDMUpscalePipeline
 
     def schedule():
         return DDPMScheduler(variance_type="learned_range", clip_sample=True)
 
-    torch.manual_seed(0)
-    sdm = SemanticUNet2DModel(
-        sample_size=LOW, block_out_channels=(32, 32), layers_per_block=1, attention_downsample_factors=(2,),
-        attention_head_dim=16, spade_hidden_channels=8,
+    LungSDMPipeline(tiny_sdm(LOW), schedule()).save_pretrained(folder / "sdm")
+    LungSDMUpscalePipeline(tiny_upscaler(FULL, training_crop_size=LOW), schedule(), schedule()).save_pretrained(
+        folder / "upscaler"
     )
-    LungSDMPipeline(sdm.eval(), schedule()).save_pretrained(folder / "sdm")
-    torch.manual_seed(1)
-    unet = SemanticUNet2DModel(
-        sample_size=FULL, block_out_channels=(32, 32), layers_per_block=1, attention_downsample_factors=(),
-        add_attention=False, spade_hidden_channels=8, low_res_channels=1, training_crop_size=LOW,
-    )
-    torch.nn.init.normal_(unet.conv_out.weight, std=0.05)  # zero-initialised otherwise: the inputs would not matter
-    LungSDMUpscalePipeline(unet.eval(), schedule(), schedule()).save_pretrained(folder / "upscaler")
     examples = folder / "upscaler" / "example_masks"
     examples.mkdir()
     PIL.Image.fromarray(chest(FULL)).save(examples / "chest.png")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from lung_support import tiny_sdm, tiny_upscaler
 from synthesis_support import PIXEL_MM, STORED_SIZE, rows_of, run_in_process, synthesize_argv
 
 from lung_diffusers import is_synthetic
@@ -26,28 +27,17 @@ NUM_IMAGES, BATCH_SIZE = 6, 4  # batches of 4 and 2
 
 def save_stages(folder: Path) -> tuple[Path, Path, Path]:
     """A 16-px first stage, a 32-px second stage, and another second stage (other weights)."""
-    import torch
     from diffusers import DDPMScheduler
 
-    from lung_diffusers import LungSDMPipeline, LungSDMUpscalePipeline, SemanticUNet2DModel
+    from lung_diffusers import LungSDMPipeline, LungSDMUpscalePipeline
 
     def schedule():
         return DDPMScheduler(variance_type="learned_range", clip_sample=True)
 
-    torch.manual_seed(0)
-    base = SemanticUNet2DModel(
-        sample_size=LOW, block_out_channels=(32, 32), layers_per_block=1, attention_downsample_factors=(2,),
-        attention_head_dim=16, spade_hidden_channels=8,
-    )
-    LungSDMPipeline(base.eval(), schedule()).save_pretrained(folder / "base")
+    LungSDMPipeline(tiny_sdm(LOW), schedule()).save_pretrained(folder / "base")
     for name, seed in (("upscaler", 1), ("other-upscaler", 2)):
-        torch.manual_seed(seed)
-        unet = SemanticUNet2DModel(
-            sample_size=SIDE, block_out_channels=(32, 32), layers_per_block=1, attention_downsample_factors=(),
-            add_attention=False, spade_hidden_channels=8, low_res_channels=1, training_crop_size=LOW,
-        )
-        torch.nn.init.normal_(unet.conv_out.weight, std=0.05)  # zero-initialised otherwise: the inputs would not matter
-        LungSDMUpscalePipeline(unet.eval(), schedule(), schedule()).save_pretrained(folder / name)
+        upscaler = tiny_upscaler(SIDE, training_crop_size=LOW, seed=seed)
+        LungSDMUpscalePipeline(upscaler, schedule(), schedule()).save_pretrained(folder / name)
     return folder / "base", folder / "upscaler", folder / "other-upscaler"
 
 

@@ -1,13 +1,11 @@
-"""Fixtures of the training tests: the training loop, a private datasets cache, tiny and real datasets."""
+"""Fixtures of the training tests: the training loop, tiny and real datasets."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-from training_support import REAL_SERIES, phantom_rows, write_slice_dataset
+from lung_support import LIDC_0003_SERIES, phantom_rows, write_slice_dataset
 
 
 @pytest.fixture(scope="session")
@@ -16,12 +14,6 @@ def train_sdm():
     from lung_diffusers.training import sdm_training
 
     return sdm_training
-
-
-@pytest.fixture(scope="session")
-def datasets_cache(tmp_path_factory) -> Path:
-    """A private datasets cache, so tests never read or fill the user's."""
-    return tmp_path_factory.mktemp("hf-datasets-cache")
 
 
 @pytest.fixture(scope="session")
@@ -34,35 +26,6 @@ def phantom_dataset(tmp_path_factory) -> Path:
             "nodule": {"train": phantom_rows(2, seed=3, nodule_label=5), "test": phantom_rows(1, seed=4, nodule_label=5)},
         },
     )
-
-
-@pytest.fixture(scope="session")
-def built_once(tmp_path_factory):
-    """``built_once(name, build)``: the folder ``build(folder)`` fills, made once per test session.
-
-    Under pytest-xdist the workers share it (a file lock; the first builds, the others wait and reuse it), so
-    a module's expensive fixture is not rebuilt on each worker its tests are spread over.
-    """
-    from filelock import FileLock
-
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
-    else:
-        root = tmp_path_factory.getbasetemp()
-
-    def get(name: str, build) -> Path:
-        folder, done = root / "built-once" / name, root / "built-once" / f"{name}.done"
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(root / "built-once" / f"{name}.lock")):
-            if not done.exists():
-                if folder.exists():
-                    shutil.rmtree(folder)  # a build that failed on another worker
-                folder.mkdir()
-                build(folder)
-                done.touch()
-        return folder
-
-    return get
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +44,7 @@ def real_mini_dataset(built_once, shared_dir) -> Path:
             image_size=32,
             malignancy=True,
             healthy_stride=16,
-            series_uids=[REAL_SERIES],
+            series_uids=[LIDC_0003_SERIES],
             log=lambda message: None,
         )
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from training_support import phantom_slice
+from lung_support import phantom_label_map, phantom_slice, tiny_sdm, tiny_upscaler
 
 from lung_diffusers.evaluation import cascade_report
 from lung_diffusers.evaluation.nodule_placement import drawn_nodules, label_map_digest, place_nodules
@@ -20,19 +20,11 @@ from lung_diffusers.evaluation.nodule_placement import drawn_nodules, label_map_
 SPACING_MM = 2.0  # of the tiny dataset's 64-px slices
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a busy machine: a second OpenMP thread only waits for a core."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def chest(side: int = 64, shift: int = 0) -> np.ndarray:
-    return np.roll(phantom_slice(side, np.random.default_rng(0))[1], shift, axis=0)
+    return np.roll(phantom_label_map(side), shift, axis=0)
 
 
 # ---------------------------------------------------------------------------------------------- known answers
@@ -152,25 +144,17 @@ def dataset_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stage_folders(tmp_path_factory):
     """A random 32-px SDM and a random 32 -> 64 px upscaler with its training.json, as train_sdm.py leaves them."""
-    import torch
     from diffusers import DDPMScheduler
 
-    from lung_diffusers import LungSDMPipeline, LungSDMUpscalePipeline, SemanticUNet2DModel
+    from lung_diffusers import LungSDMPipeline, LungSDMUpscalePipeline
     from lung_diffusers.training.model_card import write_training_card
 
     def schedule():
         return DDPMScheduler(variance_type="learned_range", clip_sample=True)
 
-    torch.manual_seed(0)
-    tiny = dict(block_out_channels=(32, 32), layers_per_block=1, spade_hidden_channels=8)
-    base = SemanticUNet2DModel(sample_size=32, attention_downsample_factors=(2,), attention_head_dim=16, **tiny)
-    upscaler = SemanticUNet2DModel(
-        sample_size=64, attention_downsample_factors=(), add_attention=False, low_res_channels=1,
-        training_crop_size=32, **tiny,
-    )  # fmt: skip
     root = tmp_path_factory.mktemp("cascade-stages")
-    LungSDMPipeline(base, schedule()).save_pretrained(root / "base")
-    LungSDMUpscalePipeline(upscaler, schedule(), schedule()).save_pretrained(root / "upscaler")
+    LungSDMPipeline(tiny_sdm(32), schedule()).save_pretrained(root / "base")
+    LungSDMUpscalePipeline(tiny_upscaler(64, training_crop_size=32), schedule(), schedule()).save_pretrained(root / "upscaler")
     write_training_card(
         root / "upscaler", model="upscaler", dataset="slices", configs=["healthy", "nodule"], split="train",
         num_slices=3, steps=1, batch_size=2, resolution=64, crop_size=32, wall_time_s=5.0,

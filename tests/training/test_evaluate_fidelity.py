@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from lung_support import chest
+from lung_support import box_chest, tiny_sdm
 
 from lung_diffusers.evaluation import fidelity
 
@@ -24,15 +24,7 @@ def evaluate_fidelity():
     return fidelity_evaluation
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a busy machine: a second OpenMP thread only waits for a core (x50 slower when oversubscribed)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------- real slices
@@ -56,18 +48,13 @@ def held_out_dataset(shared_dir, tmp_path_factory):
     return output, result.records[0].split
 
 
-@pytest.fixture(scope="module")
-def datasets_cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("fidelity-datasets-cache"))
-
-
-def test_real_mid_chest_slices_score_high(held_out_dataset, datasets_cache_dir):
+def test_real_mid_chest_slices_score_high(held_out_dataset, datasets_cache):
     """The rules are sane: real mid-chest slices at 64 px have a lung Dice above 0.8 and meet the HU targets."""
     from lung_diffusers.data.slice_dataset import load_slice_dataset
     from lung_diffusers.training.slice_data import SliceTrainingData
 
     folder, split = held_out_dataset
-    dataset = load_slice_dataset(str(folder), ["healthy", "nodule"], split, datasets_cache_dir)
+    dataset = load_slice_dataset(str(folder), ["healthy", "nodule"], split, datasets_cache)
     data = SliceTrainingData(dataset, 64)
     items = [data[(row, 0)] for row in range(len(data))]
     masks = [item["mask"].numpy() for item in items]
@@ -89,21 +76,12 @@ def test_real_mid_chest_slices_score_high(held_out_dataset, datasets_cache_dir):
 @pytest.fixture(scope="module")
 def tiny_pipeline_folder(tmp_path_factory):
     """A random 32-px LungSDMPipeline saved with a training.json, as training/train_sdm.py leaves it."""
-    import torch
     from diffusers import DDPMScheduler
 
-    from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel
+    from lung_diffusers import LungSDMPipeline
     from lung_diffusers.training.model_card import write_training_card
 
-    torch.manual_seed(0)
-    unet = SemanticUNet2DModel(
-        sample_size=32,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        attention_downsample_factors=(2,),
-        attention_head_dim=16,
-    )
-    pipe = LungSDMPipeline(unet=unet, scheduler=DDPMScheduler(variance_type="learned_range"))
+    pipe = LungSDMPipeline(unet=tiny_sdm(32), scheduler=DDPMScheduler(variance_type="learned_range"))
     folder = tmp_path_factory.mktemp("tiny") / "pipeline"
     pipe.save_pretrained(folder)
     write_training_card(
@@ -127,7 +105,7 @@ def tiny_pipeline_folder(tmp_path_factory):
 
 
 def test_script_end_to_end_writes_report_csv_grid_and_card(
-    evaluate_fidelity, held_out_dataset, tiny_pipeline_folder, datasets_cache_dir, tmp_path
+    evaluate_fidelity, held_out_dataset, tiny_pipeline_folder, datasets_cache, tmp_path
 ):
     from lung_diffusers import is_synthetic
 
@@ -135,7 +113,7 @@ def test_script_end_to_end_writes_report_csv_grid_and_card(
     output = tmp_path / "fidelity"
     argv = [
         "--pipeline", str(tiny_pipeline_folder), "--dataset_name", str(folder), "--split", split,
-        "--cache_dir", datasets_cache_dir, "--max_masks", "2", "--seeds", "0",
+        "--cache_dir", datasets_cache, "--max_masks", "2", "--seeds", "0",
         "--num_inference_steps", "2", "--output", str(output), "--update_card",
     ]  # fmt: skip
     report = evaluate_fidelity.main(evaluate_fidelity.parse_args(argv))
@@ -154,7 +132,7 @@ def test_script_end_to_end_writes_report_csv_grid_and_card(
     from lung_diffusers.data.slice_dataset import load_slice_dataset
     from lung_diffusers.training.slice_data import SliceTrainingData
 
-    dataset = load_slice_dataset(str(folder), ["healthy", "nodule"], split, datasets_cache_dir)
+    dataset = load_slice_dataset(str(folder), ["healthy", "nodule"], split, datasets_cache)
     items = [SliceTrainingData(dataset, 32)[(row, 0)] for row in (0, len(dataset) - 1)]
     hus = [fidelity.hu_from_model_range(item["image"][0].numpy(), (-1000, 400)) for item in items]
     expected = [fidelity.slice_fidelity(hu, item["mask"].numpy(), 2) for hu, item in zip(hus, items)]
@@ -191,14 +169,14 @@ def test_script_end_to_end_writes_report_csv_grid_and_card(
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(
-    evaluate_fidelity, held_out_dataset, tiny_pipeline_folder, datasets_cache_dir, tmp_path, capsys, change, message
+    evaluate_fidelity, held_out_dataset, tiny_pipeline_folder, datasets_cache, tmp_path, capsys, change, message
 ):
     folder, split = held_out_dataset
     options = {
         "--pipeline": str(tiny_pipeline_folder),
         "--dataset_name": str(folder),
         "--split": split,
-        "--cache_dir": datasets_cache_dir,
+        "--cache_dir": datasets_cache,
         "--output": str(tmp_path / "out"),
     }
     options.update({k: str(tmp_path / v) if k == "--pipeline" else v for k, v in change.items()})
@@ -224,7 +202,7 @@ def test_images_do_not_depend_on_the_batch(evaluate_fidelity, tiny_pipeline_fold
 
     pipe = LungSDMPipeline.from_pretrained(tiny_pipeline_folder)
     pipe.set_progress_bar_config(disable=True)
-    _, labels = chest()
+    _, labels = box_chest()
     masks = np.stack([labels, np.where(labels > 0, 1, 0).astype(np.uint8)])  # the model's 32 px
 
     def images(batch_size):

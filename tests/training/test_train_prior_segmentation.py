@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from lung_support import save_tiny_prior, write_tiny_recipe
 
 from lung_diffusers.segmentation import IMAGE_ONLY, WITH_PRIOR, load_segmentation_unet
 
@@ -20,16 +19,6 @@ def script():
     from lung_diffusers.training import prior_segmentation
 
     return prior_segmentation
-
-
-@pytest.fixture(scope="module")
-def tiny_recipe(tmp_path_factory):
-    return write_tiny_recipe(tmp_path_factory.mktemp("segmentation-recipe"))
-
-
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory):
-    return save_tiny_prior(tmp_path_factory.mktemp("segmentation-prior") / "prior")
 
 
 def tiny_argv(recipe, prior, output, *extra):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from training_support import TINY_MODEL, phantom_rows, reset_accelerate, write_slice_dataset
+from lung_support import phantom_rows, reset_accelerate, write_slice_dataset
+from training_support import TINY_MODEL
 
 
 class ModelBuilt(Exception):

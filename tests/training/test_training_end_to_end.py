@@ -17,18 +17,9 @@ import PIL.Image
 import pytest
 import torch
 from huggingface_hub import HfApi
-from lung_support import run_script
+from lung_support import one_thread, reset_accelerate, run_script
 from safetensors.torch import load_file
-from training_support import (
-    CHECKPOINT_FILES,
-    TINY_MODEL,
-    TRAIN_DDPM,
-    assert_same_weights,
-    files_of,
-    one_thread,
-    reset_accelerate,
-    run_training,
-)
+from training_support import CHECKPOINT_FILES, TINY_MODEL, TRAIN_DDPM, assert_same_weights, files_of, run_training
 
 from lung_diffusers import LungSDMPipeline, is_synthetic
 

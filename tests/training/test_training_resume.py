@@ -13,22 +13,22 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from lung_support import subprocess_env
 from safetensors import safe_open
 from training_support import (
     CHECKPOINT_FILES,
-    PYTHON,
     TINY_MODEL,
     TRAIN_SDM,
     assert_same_checkpoint,
     assert_same_weights,
     files_of,
-    python_env,
     run_training,
 )
 
@@ -140,8 +140,8 @@ def test_a_run_killed_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(
     # In its second micro-batch: the first one's gradients are accumulated, the optimizer has not stepped.
     pause_at = ACCUMULATION * (kill_in_step - 1) + 2
     process = subprocess.Popen(
-        [PYTHON, "-c", PAUSING_RUN, TRAIN_SDM, str(pause_at), marker, *map(str, common)],
-        env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", PAUSING_RUN, TRAIN_SDM, str(pause_at), marker, *map(str, common)],
+        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 180

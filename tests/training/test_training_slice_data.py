@@ -7,7 +7,7 @@ from itertools import islice
 import numpy as np
 import pytest
 import torch
-from training_support import phantom_rows, phantom_slice, write_slice_dataset
+from lung_support import phantom_rows, phantom_slice, write_slice_dataset
 
 from lung_diffusers.ct import LEFT_LUNG, RIGHT_LUNG
 from lung_diffusers.training.slice_data import SliceTrainingData, StepBatchSampler, flip_left_right, load_slice_dataset
