@@ -278,7 +278,7 @@ API_ROWS = [
         "sdm-hu-window-reversed",
         lambda c: LungSDMPipeline(c.sdm.unet, scheduler("DDPMScheduler"), hu_window=(400, -1000)),
         ValueError,
-        r"low < high, got \(400, -1000\)",
+        r"hu_window must be .* with upper > lower, got \(400, -1000\)",
     ),
     # LungSDMPipeline.from_pretrained
     api(
