@@ -7,12 +7,13 @@ its speed does not depend on its weights. Both stages run on the 256-px example 
 Measure with no training running (`benchmarks/README.md`).
 
     python benchmarks/benchmark_cascade.py [--upscaler FOLDER] [--steps 25] [--upscaler-steps 25] [--repeats 3]
-                                           [--threads 2] [--skip-baseline] [--quick]
+                                           [--threads 2] [--skip-baseline] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import time
@@ -37,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--skip-baseline", action="store_true", help="do not time the seed-size model (slow)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 2 steps per stage, 1 repeat, no baseline")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps = args.upscaler_steps = 2
@@ -120,6 +122,8 @@ def main(argv=None) -> dict:
         result["baseline_forward_s"], result["baseline_1000_steps_s"] = forward, forward * 1000
         print(f"thesis-style baseline: seed-size SDM forward {forward:.1f} s x 1000 DDPM steps = {forward * 1000 / 3600:.1f} h "
               f"({forward * 1000 / (stage1 + stage2):.0f}x the cascade)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -34,6 +34,9 @@ TINY = dict(sample_size=32, block_out_channels=(32, 64), layers_per_block=1, att
             attention_head_dim=16)
 
 
+DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -53,8 +56,8 @@ def random_maps(count: int, size: int, generator: torch.Generator) -> torch.Tens
 
 
 @torch.no_grad()
-def sampling_memory(config: dict, device: torch.device) -> list[dict]:
-    unet = SemanticUNet2DModel(**config).to(device, torch.bfloat16).eval()
+def sampling_memory(config: dict, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> list[dict]:
+    unet = SemanticUNet2DModel(**config).to(device, dtype).eval()
     size = unet.config.sample_size
     pipe = LungSDMPipeline(unet, DDPMScheduler(variance_type="learned_range", clip_sample=True))
     pipe.set_progress_bar_config(disable=True)
@@ -70,7 +73,7 @@ def sampling_memory(config: dict, device: torch.device) -> list[dict]:
                  output_type="latent", reuse_mask_features=reuse)
             rows.append({"batch": batch, "masks": masks, "features": "reused" if reuse else "recomputed",
                          "peak_gib": round(peak_gib(device), 2), "seconds_2_steps": round(time.perf_counter() - started, 2)})
-            print(f"sampling bf16 batch {batch} ({masks} mask(s)), features {rows[-1]['features']:10s}: "
+            print(f"sampling {DTYPE_NAMES[dtype]} batch {batch} ({masks} mask(s)), features {rows[-1]['features']:10s}: "
                   f"peak {rows[-1]['peak_gib']:6.2f} GiB", flush=True)
     del pipe, unet
     return rows
@@ -101,7 +104,7 @@ def offload_check(device: torch.device) -> dict:
     return {"max_abs_difference": diffs}
 
 
-def training_steps(config: dict, device: torch.device, steps: int) -> list[dict]:
+def training_steps(config: dict, device: torch.device, steps: int, dtype: torch.dtype = torch.bfloat16) -> list[dict]:
     rows = []
     size = config.get("sample_size", 256)
     scheduler = DDPMScheduler(variance_type="learned_range", clip_sample=True, beta_start=1e-4, beta_end=0.02)
@@ -125,7 +128,7 @@ def training_steps(config: dict, device: torch.device, steps: int) -> list[dict]
                 one_hot = F.one_hot(random_maps(2, size, generator), 6).permute(0, 3, 1, 2).float().to(device)
                 started = time.perf_counter()
                 noisy = scheduler.add_noise(clean.cpu(), noise.cpu(), t.cpu()).to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16):
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                     output = unet(noisy, t, one_hot).sample
                 loss_fn(output, clean, noisy, t, noise).loss.backward()
                 optimizer.step()
@@ -142,7 +145,7 @@ def training_steps(config: dict, device: torch.device, steps: int) -> list[dict]
             steady = times[1:] or times
             rows.append({"gradient_checkpointing": checkpointing, "ema": ema_on,
                          "steps_per_s": round(len(steady) / sum(steady), 3), "peak_gib": round(peak_gib(device), 2)})
-            print(f"training bf16 batch 2, checkpointing {checkpointing!s:5s}, EMA on {ema_on}: "
+            print(f"training {DTYPE_NAMES[dtype]} batch 2, checkpointing {checkpointing!s:5s}, EMA on {ema_on}: "
                   f"{rows[-1]['steps_per_s']:.2f} steps/s, peak {rows[-1]['peak_gib']:.2f} GiB", flush=True)
             del unet, optimizer, ema
     return rows
@@ -154,16 +157,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tiny", action="store_true", help="a 32-px model instead of the seed size (for a CPU run)")
     parser.add_argument("--training-steps", type=int, default=6, help="timed steps per training setting")
     parser.add_argument("--json", metavar="PATH", help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "--dtype",
+        choices=("bf16", "fp32"),
+        default="bf16",
+        help="precision (bf16, the point on a GPU; fp32 for a quick CPU plumbing run: bf16 convolutions are slow on CPUs "
+        "without AMX)",
+    )
     args = parser.parse_args(argv)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     device = torch.device(args.device)
     config = TINY if args.tiny else {}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}, torch {torch.__version__}, model: {'tiny' if args.tiny else 'seed size (652 M)'}")
     results = {
         "device": name,
-        "sampling": sampling_memory(config, device),
+        "dtype": args.dtype,
+        "sampling": sampling_memory(config, device, dtype),
         "offload": offload_check(device),
-        "training": training_steps(config, device, args.training_steps),
+        "training": training_steps(config, device, args.training_steps, dtype),
     }
     if args.json:
         with open(args.json, "w") as handle:

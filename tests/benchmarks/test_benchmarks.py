@@ -78,9 +78,18 @@ def test_training_step_benchmark_runs(capsys, tmp_path):
 
 def test_gpu_check_runs_its_plumbing_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.sh runs this on a lent GPU; here the same code runs on a tiny model."""
-    results = run_benchmark("benchmark_gpu", ["--device", "cpu", "--tiny", "--training-steps", "1"], tmp_path)
+    # fp32: the plumbing is the same, and bf16 convolutions on CPUs without AMX took minutes.
+    results = run_benchmark("benchmark_gpu", ["--device", "cpu", "--tiny", "--training-steps", "1", "--dtype", "fp32"], tmp_path)
     assert [(r["batch"], r["masks"], r["features"]) for r in results["sampling"]] == [
         (b, m, f) for b, m in ((1, 1), (8, 1), (8, 8)) for f in ("reused", "recomputed")
     ]
     assert len(results["training"]) == 4 and all(r["steps_per_s"] > 0 for r in results["training"])
-    assert "offload needs an accelerator" in results["offload"]["skipped"]
+    assert "offload needs an accelerator" in results["offload"]["skipped"] and results["dtype"] == "fp32"
+
+
+def test_cascade_benchmark_times_both_stages_of_a_256_px_slice(capsys, tmp_path):
+    results = run_benchmark("benchmark_cascade", ["--quick", "--threads", "1"], tmp_path)
+    out = capsys.readouterr().out
+    assert "per 256-px image (goal: <= 30 s)" in out and "random weights, demo shape" in out
+    assert results["total_s"] == pytest.approx(results["stage1_s"] + results["stage2_s"])
+    assert results["stage2_s"] > 0 and "baseline_forward_s" not in results  # --quick skips the seed-size model
