@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_PIN)" -e ".[dev,lidc,train,space]"
+	$(PY) -m pip install --quiet "$(TORCH_PIN)" -e ".[dev,lidc,train,space,eval,fid]"
 	touch $(STAMP)
 
 # --overwrite: a second `make demo` replaces the first one's files (those its manifest in outputs/demo lists) and
