@@ -9,26 +9,20 @@ states matters.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from lung_support import subprocess_env
 from safetensors import safe_open
 from training_support import (
     CHECKPOINT_FILES,
     TINY_MODEL,
-    TRAIN_SDM,
     assert_same_checkpoint,
     assert_same_weights,
     files_of,
+    kill_in_the_middle_of_a_step,
     run_training,
 )
 
@@ -104,32 +98,6 @@ def test_stopping_half_way_and_resuming_gives_the_uninterrupted_run(train_sdm, s
     assert "| wall time | 2.00 h |" in (output / "pipeline" / "README.md").read_text()
 
 
-# Runs the training script, but pauses inside the loss computation of its `pause_at`-th micro-batch (after
-# writing a marker file) so the test can SIGKILL it there, in the middle of a step.
-PAUSING_RUN = textwrap.dedent(
-    """
-    import runpy, sys, time
-    from pathlib import Path
-    from lung_diffusers.training import diffusion_loss
-
-    script, pause_at, marker, argv = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
-    original, calls = diffusion_loss.HybridDiffusionLoss.__call__, []
-
-    def pausing(self, *args, **kwargs):
-        losses = original(self, *args, **kwargs)
-        calls.append(1)
-        if len(calls) == pause_at:
-            marker.write_text("paused in the middle of a step")
-            time.sleep(600)
-        return losses
-
-    diffusion_loss.HybridDiffusionLoss.__call__ = pausing
-    sys.argv = [script, *argv]
-    runpy.run_path(script, run_name="__main__")  # the script itself, as `python training/train_sdm.py` runs it
-    """
-)
-
-
 def test_a_run_killed_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(
     train_sdm, straight_run, phantom_dataset, datasets_cache, tmp_path
 ):
@@ -139,24 +107,7 @@ def test_a_run_killed_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(
     kill_in_step = STEPS // 2 + 1
     # In its second micro-batch: the first one's gradients are accumulated, the optimizer has not stepped.
     pause_at = ACCUMULATION * (kill_in_step - 1) + 2
-    process = subprocess.Popen(
-        [sys.executable, "-c", PAUSING_RUN, TRAIN_SDM, str(pause_at), marker, *map(str, common)],
-        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while not marker.exists():
-            assert process.poll() is None, f"the run ended before step {kill_in_step}: {process.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "the run did not reach the step to kill"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    process.stderr.close()
-    assert process.returncode == -signal.SIGKILL
+    kill_in_the_middle_of_a_step(common, pause_at, marker)
     assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert not (output / "pipeline").exists()
 

@@ -10,7 +10,13 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from training_support import TINY_MODEL, assert_same_checkpoint, run_training
+from training_support import (
+    TINY_MODEL,
+    assert_same_checkpoint,
+    assert_same_weights,
+    kill_in_the_middle_of_a_step,
+    run_training,
+)
 
 from lung_diffusers import LungSDMUpscalePipeline, is_synthetic, load_pipeline
 
@@ -73,3 +79,21 @@ def test_stopping_and_resuming_gives_the_uninterrupted_run(train_sdm, upscaler_r
     run_training(train_sdm, [*common, "--max_train_steps", 2])
     run_training(train_sdm, [*common, "--max_train_steps", STEPS, "--resume_from_checkpoint", "latest"])
     assert_same_checkpoint(output / f"checkpoint-{STEPS}", upscaler_run / f"checkpoint-{STEPS}")
+
+
+def test_a_run_killed_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(
+    train_sdm, upscaler_run, phantom_dataset, datasets_cache, tmp_path
+):
+    output = tmp_path / "run"
+    common = [*UPSCALER, "--dataset_name", phantom_dataset, "--cache_dir", datasets_cache, "--output_dir", output,
+              "--max_train_steps", STEPS, "--checkpointing_steps", 2]
+    # Inside step 3's loss: its crops, low-res augmentation and forward pass done, the optimizer not stepped.
+    kill_in_the_middle_of_a_step(common, pause_at=3, marker=tmp_path / "paused")
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not (output / "pipeline").exists()
+    run_training(train_sdm, [*common, "--resume_from_checkpoint", "latest"])
+    assert_same_checkpoint(output / f"checkpoint-{STEPS}", upscaler_run / f"checkpoint-{STEPS}")
+    assert_same_weights(
+        output / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors",
+        upscaler_run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors",
+    )

@@ -9,12 +9,18 @@ modules can import it: pytest puts this folder on ``sys.path``.)
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from lung_support import REPO_ROOT, one_thread, reset_accelerate
+from lung_support import REPO_ROOT, one_thread, reset_accelerate, subprocess_env
 from safetensors.torch import load_file
 
 TRAIN_SDM = REPO_ROOT / "training" / "train_sdm.py"
@@ -45,6 +51,55 @@ def run_training(module, argv: Sequence, model: str = "sdm") -> Path:
             return module.main(args)
     finally:
         reset_accelerate()
+
+
+# Runs the training script, but pauses inside the loss computation of its `pause_at`-th micro-batch (after
+# writing a marker file) so the test can SIGKILL it there, in the middle of a step.
+PAUSING_RUN = textwrap.dedent(
+    """
+    import runpy, sys, time
+    from pathlib import Path
+    from lung_diffusers.training import diffusion_loss
+
+    script, pause_at, marker, argv = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
+    original, calls = diffusion_loss.HybridDiffusionLoss.__call__, []
+
+    def pausing(self, *args, **kwargs):
+        losses = original(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == pause_at:
+            marker.write_text("paused in the middle of a step")
+            time.sleep(600)
+        return losses
+
+    diffusion_loss.HybridDiffusionLoss.__call__ = pausing
+    sys.argv = [script, *argv]
+    runpy.run_path(script, run_name="__main__")  # the script itself, as `python training/train_sdm.py` runs it
+    """
+)
+
+
+def kill_in_the_middle_of_a_step(argv: Sequence, pause_at: int, marker: Path) -> None:
+    """Run ``training/train_sdm.py argv`` in a subprocess and SIGKILL it inside the loss of its ``pause_at``-th
+    micro-batch: after the gradients of the micro-batches before it, before that step's optimizer update."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_RUN, TRAIN_SDM, str(pause_at), marker, *map(str, argv)],
+        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert process.poll() is None, f"the run ended before micro-batch {pause_at}: {process.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"the run did not reach micro-batch {pause_at}"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
 
 
 # What a training checkpoint holds (accelerate's state, and the model and EMA weights in diffusers format).
