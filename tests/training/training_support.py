@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
-import subprocess
 import sys
-import textwrap
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from lung_support import REPO_ROOT, one_thread, reset_accelerate, subprocess_env
+from lung_support import REPO_ROOT, one_thread, reset_accelerate
 from safetensors.torch import load_file
 
 TRAIN_SDM = REPO_ROOT / "training" / "train_sdm.py"
@@ -53,15 +53,47 @@ def run_training(module, argv: Sequence, model: str = "sdm") -> Path:
         reset_accelerate()
 
 
-# Runs the training script, but pauses inside the loss computation of its `pause_at`-th micro-batch (after
-# writing a marker file) so the test can SIGKILL it there, in the middle of a step.
-PAUSING_RUN = textwrap.dedent(
+def kill_in_the_middle_of_a_step(argv: Sequence, pause_at: int, marker: Path) -> None:
+    """Run ``training/train_sdm.py argv`` in a child process and SIGKILL it inside the loss of its ``pause_at``-th
+    micro-batch: after the gradients of the micro-batches before it, before that step's optimizer update.
+
+    The child is a fork of this process, so it starts with torch and diffusers imported (a fresh interpreter
+    spends most of such a test importing them); it runs the script itself, as ``python training/train_sdm.py``
+    does, on one thread, and writes ``marker`` when it pauses.
     """
-    import runpy, sys, time
-    from pathlib import Path
+    log = marker.with_name(marker.name + ".log")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            # Its output to the log, also at the descriptors (under xdist the worker's talk to the controller).
+            output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(output, 1)
+            os.dup2(output, 2)
+            sys.stdout = sys.stderr = open(output, "w", buffering=1, closefd=False)  # noqa: SIM115 (ends in os._exit)
+            _run_pausing(argv, pause_at, marker)
+        except BaseException:  # noqa: BLE001 (the child must never return into pytest)
+            traceback.print_exc()
+        finally:
+            os._exit(1)
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert os.waitpid(pid, os.WNOHANG) == (0, 0), f"the run ended before micro-batch {pause_at}: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the run did not reach micro-batch {pause_at}"
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        pid = None
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def _run_pausing(argv: Sequence, pause_at: int, marker: Path) -> None:
     from lung_diffusers.training import diffusion_loss
 
-    script, pause_at, marker, argv = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
     original, calls = diffusion_loss.HybridDiffusionLoss.__call__, []
 
     def pausing(self, *args, **kwargs):
@@ -72,34 +104,12 @@ PAUSING_RUN = textwrap.dedent(
             time.sleep(600)
         return losses
 
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    torch.set_num_threads(1)
+    reset_accelerate()
     diffusion_loss.HybridDiffusionLoss.__call__ = pausing
-    sys.argv = [script, *argv]
-    runpy.run_path(script, run_name="__main__")  # the script itself, as `python training/train_sdm.py` runs it
-    """
-)
-
-
-def kill_in_the_middle_of_a_step(argv: Sequence, pause_at: int, marker: Path) -> None:
-    """Run ``training/train_sdm.py argv`` in a subprocess and SIGKILL it inside the loss of its ``pause_at``-th
-    micro-batch: after the gradients of the micro-batches before it, before that step's optimizer update."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", PAUSING_RUN, TRAIN_SDM, str(pause_at), marker, *map(str, argv)],
-        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while not marker.exists():
-            assert process.poll() is None, f"the run ended before micro-batch {pause_at}: {process.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, f"the run did not reach micro-batch {pause_at}"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
-    assert process.returncode == -signal.SIGKILL
+    sys.argv = [str(TRAIN_SDM), *map(str, argv)]
+    runpy.run_path(str(TRAIN_SDM), run_name="__main__")  # the script itself, as `python training/train_sdm.py` runs it
 
 
 # What a training checkpoint holds (accelerate's state, and the model and EMA weights in diffusers format).
