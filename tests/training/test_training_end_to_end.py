@@ -61,6 +61,26 @@ def test_the_sdm_pipeline_loads_and_makes_synthetic_whole_slices(sdm_run, real_m
     assert out.synthetic
 
 
+def _training_spacing_mm(dataset: Path) -> float:
+    """The median pixel spacing of the run's training rows (healthy and nodule), stored at the model's 32 px."""
+    import datasets
+
+    rows = [datasets.Dataset.from_parquet(str(f)) for config in ("healthy", "nodule")
+            for f in sorted((dataset / "data" / config).glob("train-*.parquet"))]
+    spacings = [np.mean(row["spacing"]["pixel_mm"]) for part in rows for row in part]
+    assert {row["mask"].size for part in rows for row in part} == {(32, 32)}
+    return float(np.median(spacings))
+
+
+def test_the_sdm_records_the_pixel_spacing_of_its_training_slices(sdm_run, real_mini_dataset):
+    config = json.loads((sdm_run / "pipeline" / "unet" / "config.json").read_text())
+    expected = _training_spacing_mm(real_mini_dataset)
+    assert 5 < expected < 20  # LIDC-IDRI-0003's ~0.7-mm pixels at 512 px, stored at 32 px
+    assert config["pixel_spacing_mm"] == pytest.approx(expected, abs=1e-4)
+    # The checkpoints carry it too (export_pipeline.py reads them).
+    assert json.loads((sdm_run / "checkpoint-3" / "unet_ema" / "config.json").read_text())["pixel_spacing_mm"] == config["pixel_spacing_mm"]
+
+
 def _real_masks(dataset: Path, count: int) -> list[np.ndarray]:
     import datasets
 
@@ -219,3 +239,47 @@ def test_export_ships_the_newest_checkpoint_as_a_small_pipeline_with_example_mas
         a, b = (p(nodule, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
                 for p in (exported, trained))
     np.testing.assert_allclose(a, b, atol=2e-2)  # the same weights, up to float16 rounding
+
+
+def _run_without_spacing(run: Path, folder: Path) -> Path:
+    """A copy of ``run`` (options and last checkpoint) as a run started before training recorded the spacing."""
+    shutil.copytree(run / "checkpoint-3", folder / "checkpoint-3")
+    shutil.copy(run / "training_args.json", folder / "training_args.json")
+    for weights in ("unet", "unet_ema"):
+        config_file = folder / "checkpoint-3" / weights / "config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "pixel_spacing_mm": None}))
+    return folder
+
+
+def test_export_sets_the_pixel_spacing_of_a_run_that_did_not_record_it(sdm_run, tmp_path):
+    from lung_diffusers.training import pipeline_export as export
+
+    old_run = _run_without_spacing(sdm_run, tmp_path / "old-run")
+    recorded = json.loads((sdm_run / "pipeline" / "unet" / "config.json").read_text())["pixel_spacing_mm"]
+
+    def exported_spacing(*flags) -> float | None:
+        output = tmp_path / f"out{len(flags)}"
+        export.main(export.parse_args(["--run", str(old_run), "--output", str(output), *flags]))
+        return LungSDMPipeline.from_pretrained(output).unet.config.pixel_spacing_mm
+
+    assert exported_spacing("--pixel_spacing_mm", "5.5") == 5.5
+    # Without the flag, from the run's training rows by training's rule: what a new run records.
+    assert exported_spacing() == pytest.approx(recorded, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("run", "flag", "message"),
+    [
+        ("sdm", "3.25", "the run recorded a pixel spacing of"),
+        ("sdm", "0", "--pixel_spacing_mm must be a positive spacing in mm"),
+        ("ddpm", "1.4", "--pixel_spacing_mm applies to sdm and upscaler runs"),
+    ],
+)
+def test_export_refuses_a_pixel_spacing_it_cannot_use(sdm_run, ddpm_run, run, flag, message, tmp_path, capsys):
+    from lung_diffusers.training import pipeline_export as export
+
+    folder = sdm_run if run == "sdm" else ddpm_run[0]
+    assert export.cli(["--run", str(folder), "--output", str(tmp_path / "out"), "--pixel_spacing_mm", flag]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

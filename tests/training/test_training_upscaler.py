@@ -57,6 +57,7 @@ def test_the_upscaler_trains_on_crops_and_ships_a_stage_two_pipeline(upscaler_ru
     config = pipe.unet.config
     assert config.low_res_channels == 1 and config.training_crop_size == 16 and config.sample_size == 32
     assert not config.add_attention and config.attention_downsample_factors == []
+    assert config.pixel_spacing_mm is None  # the phantom rows have no spacing column
     card = (upscaler_run / "pipeline" / "README.md").read_text()
     assert "LungSDMUpscalePipeline" in card and "16-px crops" in card and "synthetic" in card.lower()
     labels = np.ones((32, 32), np.uint8)

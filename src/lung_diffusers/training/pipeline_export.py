@@ -9,6 +9,10 @@ with the data, command, steps and wall time; the run's options come from its ``t
 the weights in float16 by default, and, for mask models, adds example masks from the held-out split
 (``example_masks/``, used by ``make demo`` and the Space). So the best checkpoint so far can be shipped while
 training goes on, and a later session can resume.
+
+The U-Net's ``pixel_spacing_mm`` is the run's own where its checkpoint records it; for a run started before
+training recorded it, ``--pixel_spacing_mm`` sets it, and without the flag it is found from the training rows
+by training's rule (:func:`~.sdm_model.training_pixel_spacing_mm`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ..data.slice_dataset import load_slice_dataset
 from .checkpoints import checkpoint_state, resolve_checkpoint
 from .pipeline_folder import write_pipeline_folder
 from .script_cli import run_script
+from .sdm_model import record_pixel_spacing, training_pixel_spacing_mm
 from .sdm_options import parse_args as parse_training_args
 from .slice_data import SliceTrainingData
 
@@ -59,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="recipe dataset to take example masks from (its held-out split); mask models only",
     )
     parser.add_argument("--example_split", default="test", help="split of the example masks")
+    parser.add_argument(
+        "--pixel_spacing_mm",
+        type=float,
+        help="in-plane pixel spacing of the model's slices at its sample size, in mm, for a run whose checkpoint "
+        "does not record it (default: the median of its training rows, as training now records it); mask models only",
+    )
     return parser.parse_args(argv)
 
 
@@ -90,12 +101,16 @@ def example_masks(dataset_name: str, split: str, resolution: int, folder: Path) 
 
 
 def main(args: argparse.Namespace) -> Path:
+    if args.pixel_spacing_mm is not None and not args.pixel_spacing_mm > 0:
+        raise ValueError(f"--pixel_spacing_mm must be a positive spacing in mm, got {args.pixel_spacing_mm}")
     run_args_path = args.run / "training_args.json"
     if not run_args_path.is_file():
         raise FileNotFoundError(f"{run_args_path} not found: --run must be the output folder of a training run")
     recorded = json.loads(run_args_path.read_text())
     training_args = parse_training_args(recorded_argv(recorded), model=recorded["model"])
     training_args.command = recorded["command"]
+    if training_args.model == "ddpm" and args.pixel_spacing_mm is not None:
+        raise ValueError("--pixel_spacing_mm applies to sdm and upscaler runs: a ddpm prior's UNet2DModel has no pixel spacing")
     checkpoint = resolve_checkpoint(args.run, args.checkpoint)
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint in {args.run}")
@@ -103,16 +118,19 @@ def main(args: argparse.Namespace) -> Path:
     model_cls = UNet2DModel if training_args.model == "ddpm" else SemanticUNet2DModel
     weights = checkpoint / ("unet" if training_args.no_ema else "unet_ema")
     unet = load_model(model_cls, weights)
-    num_slices = len(
-        load_slice_dataset(training_args.dataset_name, training_args.dataset_config, training_args.train_split)
-    )
+    train_dataset = load_slice_dataset(training_args.dataset_name, training_args.dataset_config, training_args.train_split)
+    spacing = ""
+    if training_args.model != "ddpm":
+        record_pixel_spacing(unet, export_pixel_spacing_mm(unet.config, args.pixel_spacing_mm, train_dataset))
+        if unet.config.pixel_spacing_mm is not None:
+            spacing = f", {unet.config.pixel_spacing_mm:g} mm per pixel"
     folder = write_pipeline_folder(
         training_args,
         unet,
         args.output,
         steps=state["global_step"],
         wall_time_s=state.get("wall_time_s") or 0.0,
-        num_slices=num_slices,
+        num_slices=len(train_dataset),
         batch_size=training_args.train_batch_size * training_args.gradient_accumulation_steps,
         dtype=DTYPES[args.dtype],
         repo_id=args.output.name,
@@ -121,8 +139,23 @@ def main(args: argparse.Namespace) -> Path:
         masks = folder / "example_masks"
         masks.mkdir(exist_ok=True)
         example_masks(args.example_masks, args.example_split, training_args.resolution, masks)
-    print(f"{folder}: {training_args.model} pipeline from {checkpoint} (step {state['global_step']}, {args.dtype})")
+    print(f"{folder}: {training_args.model} pipeline from {checkpoint} (step {state['global_step']}, {args.dtype}{spacing})")
     return folder
+
+
+def export_pixel_spacing_mm(config, requested: float | None, train_dataset) -> float | None:
+    """The spacing the checkpoint records; else ``requested``; else the training rows' (training's rule)."""
+    recorded = config.pixel_spacing_mm
+    if recorded is not None:
+        if requested is not None and abs(requested - recorded) > 1e-4:
+            raise ValueError(
+                f"the run recorded a pixel spacing of {recorded:g} mm; --pixel_spacing_mm {requested:g} disagrees, "
+                "leave it out"
+            )
+        return recorded
+    if requested is not None:
+        return requested
+    return training_pixel_spacing_mm(train_dataset, config.sample_size)
 
 
 def recorded_argv(recorded: dict) -> list[str]:

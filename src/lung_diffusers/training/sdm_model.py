@@ -1,11 +1,16 @@
 """The U-Net and the noise schedule of a ``training/train_sdm.py`` run (its ``--model``): a fresh U-Net of the
-configured shape or a warm start, and the DDPM schedule it is trained with and shipped with.
+configured shape or a warm start, the DDPM schedule it is trained with and shipped with, and the pixel spacing
+its config records.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 
+import datasets
+import numpy as np
+import PIL.Image
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
@@ -79,3 +84,38 @@ def training_scheduler(args: argparse.Namespace, learned_variance: bool) -> DDPM
         clip_sample=True,
         timestep_spacing="linspace",
     )
+
+
+def record_pixel_spacing(unet: torch.nn.Module, pixel_spacing_mm: float | None) -> None:
+    """Set ``pixel_spacing_mm`` in the U-Net's config after it was built. diffusers' ``from_config`` (which
+    ``EMAModel.save_pretrained`` copies the model with) drops keys listed as left at their default, so the key
+    leaves that list."""
+    defaults = unet.config.get("_use_default_values")
+    update = {"pixel_spacing_mm": pixel_spacing_mm}
+    if defaults is not None:
+        update["_use_default_values"] = [key for key in defaults if key != "pixel_spacing_mm"]
+    unet.register_to_config(**update)
+
+
+def training_pixel_spacing_mm(dataset: datasets.Dataset, sample_size: int) -> float | None:
+    """The median in-plane pixel spacing of the training rows at ``sample_size`` pixels, in mm (`None` when no row
+    has a ``spacing`` column): what ``SemanticUNet2DModel``'s ``pixel_spacing_mm`` records.
+
+    The recipe's ``spacing.pixel_mm`` is of the stored pixels ([row, column]): a slice stored at W px covers
+    W * pixel_mm, so at ``sample_size`` px its pixels are W / sample_size times larger (256-px rows, a 64-px
+    model: x4). Only the PNG headers are read, for W.
+    """
+    if "spacing" not in dataset.column_names:
+        return None
+    rows = dataset.select_columns(["mask", "spacing"]).cast_column("mask", datasets.Image(decode=False))
+    spacings = []
+    for row in rows:
+        pixel_mm = (row["spacing"] or {}).get("pixel_mm")
+        if not pixel_mm or min(pixel_mm) <= 0:
+            continue
+        mask = row["mask"]
+        with PIL.Image.open(io.BytesIO(mask["bytes"]) if mask.get("bytes") is not None else mask["path"]) as png:
+            width = png.size[0]
+        spacings.append(float(np.mean(pixel_mm)) * width / sample_size)
+    # Rounded to 0.1 um: float32 noise would otherwise show in the config.
+    return round(float(np.median(spacings)), 4) if spacings else None

@@ -40,7 +40,7 @@ from .checkpoints import checkpoint_state, resolve_checkpoint, save_checkpoint
 from .diffusion_loss import HybridDiffusionLoss
 from .pipeline_folder import write_pipeline_folder
 from .script_cli import run_script
-from .sdm_model import build_model, training_scheduler
+from .sdm_model import build_model, record_pixel_spacing, training_pixel_spacing_mm, training_scheduler
 from .sdm_options import parse_args, training_args_json
 from .slice_data import SliceTrainingData, StepBatchSampler
 from .validation_grids import (
@@ -96,6 +96,12 @@ def main(args: argparse.Namespace) -> Path:
         (output_dir / "training_args.json").write_text(training_args_json(args))  # for export_pipeline.py
 
     unet = build_model(args, num_classes)
+    pixel_spacing_mm = None
+    if args.model != "ddpm":
+        # In the config, for RePaint's insertion resampling, size checks and NIfTI outputs (None without spacing).
+        pixel_spacing_mm = training_pixel_spacing_mm(train_dataset, unet.config.sample_size)
+        if pixel_spacing_mm is not None:
+            record_pixel_spacing(unet, pixel_spacing_mm)
     learned_variance = unet.config.out_channels == 2 * unet.config.in_channels
     model_cls = type(unet)
     if args.gradient_checkpointing:
@@ -136,6 +142,8 @@ def main(args: argparse.Namespace) -> Path:
             model = models.pop()
             loaded = model_cls.from_pretrained(hook_dir, subfolder="unet")
             model.register_to_config(**loaded.config)
+            if pixel_spacing_mm is not None:  # a checkpoint of a run started before training recorded the spacing
+                record_pixel_spacing(model, pixel_spacing_mm)
             model.load_state_dict(loaded.state_dict())
             del loaded
 
