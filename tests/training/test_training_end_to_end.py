@@ -26,6 +26,9 @@ from lung_diffusers import LungSDMPipeline, is_synthetic
 # ------------------------------------------------------------------------------------------ SDM
 
 
+SDM_OPTIONS = [*TINY_MODEL, "--dataset_config", "healthy", "nodule", "--resolution", 32, "--crop_size", 16, "--random_flip"]
+
+
 @pytest.fixture(scope="module")
 def sdm_run(train_sdm, real_mini_dataset, datasets_cache, built_once) -> Path:
     """3 steps on 16-px crops of 32-px real slices, every output switched on (tensorboard, grids, checkpoints)."""
@@ -33,9 +36,8 @@ def sdm_run(train_sdm, real_mini_dataset, datasets_cache, built_once) -> Path:
     def build(folder: Path) -> None:
         run_training(
             train_sdm,
-            [*TINY_MODEL, "--dataset_name", real_mini_dataset, "--cache_dir", datasets_cache,
-             "--output_dir", folder / "sdm-lung-test", "--dataset_config", "healthy", "nodule",
-             "--resolution", 32, "--crop_size", 16, "--random_flip", "--max_train_steps", 3,
+            [*SDM_OPTIONS, "--dataset_name", real_mini_dataset, "--cache_dir", datasets_cache,
+             "--output_dir", folder / "sdm-lung-test", "--max_train_steps", 3,
              "--checkpointing_steps", 1, "--checkpoints_total_limit", 2, "--validation_steps", 3,
              "--logger", "tensorboard"],
         )
@@ -265,6 +267,18 @@ def test_export_sets_the_pixel_spacing_of_a_run_that_did_not_record_it(sdm_run, 
     assert exported_spacing("--pixel_spacing_mm", "5.5") == 5.5
     # Without the flag, from the run's training rows by training's rule: what a new run records.
     assert exported_spacing() == pytest.approx(recorded, abs=1e-4)
+
+
+def test_a_run_that_did_not_record_the_spacing_records_it_when_resumed(train_sdm, sdm_run, real_mini_dataset, datasets_cache, tmp_path):
+    old_run = _run_without_spacing(sdm_run, tmp_path / "old-run")
+    run_training(
+        train_sdm,
+        [*SDM_OPTIONS, "--dataset_name", real_mini_dataset, "--cache_dir", datasets_cache, "--output_dir", old_run,
+         "--max_train_steps", 4, "--resume_from_checkpoint", "latest"],
+    )  # fmt: skip
+    recorded = json.loads((sdm_run / "pipeline" / "unet" / "config.json").read_text())["pixel_spacing_mm"]
+    for config in (old_run / "pipeline" / "unet", old_run / "checkpoint-4" / "unet", old_run / "checkpoint-4" / "unet_ema"):
+        assert json.loads((config / "config.json").read_text())["pixel_spacing_mm"] == recorded
 
 
 @pytest.mark.parametrize(
