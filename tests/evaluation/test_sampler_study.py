@@ -5,11 +5,13 @@ metric's spread of DDPM 1000."""
 from __future__ import annotations
 
 import math
+import re
+import shutil
 
 import numpy as np
 import PIL.Image
 import pytest
-from lung_support import phantom_label_map, tiny_sdm
+from lung_support import phantom_label_map, save_tiny_sdm_pipeline, tiny_sdm
 
 from lung_diffusers import LungSDMPipeline
 from lung_diffusers.evaluation.sampler_study import (
@@ -23,6 +25,7 @@ from lung_diffusers.evaluation.sampler_study import (
     results_table,
     run_sampler_study,
 )
+from lung_diffusers.pipelines import load_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,9 @@ def test_images_depend_only_on_mask_and_seed_and_the_scheduler_comes_back(pipe):
 
     real = np.full((3, 32, 32), -500.0, np.float32)
     grid = quick_grid()[1:]
-    both = run_sampler_study(pipe, MASKS, [0, 1], grid, distance=distance, real_images=real, progress=False, batch_size=2)
+    both = run_sampler_study(
+        pipe, MASKS, [0, 1], grid, distance=distance, real_images=real, progress=False, batch_size=2
+    )
     assert pipe.scheduler is original
     one = run_sampler_study(pipe, MASKS, [1], grid, progress=False, batch_size=2)
     for result, alone, setting in zip(both, one, grid):
@@ -80,9 +85,14 @@ def test_images_depend_only_on_mask_and_seed_and_the_scheduler_comes_back(pipe):
         run_sampler_study(pipe, MASKS, [0, 0], grid)
 
 
-def test_the_cache_skips_finished_settings(pipe, tmp_path, monkeypatch):
+def test_the_cache_skips_finished_settings(tmp_path, monkeypatch):
     ddpm, dpm, unipc = quick_grid()
-    first = run_sampler_study(pipe, MASKS, [0], [dpm], cache_dir=tmp_path, progress=False)
+    cache = tmp_path / "cache"
+    first = run_sampler_study(
+        loaded(save_tiny_sdm_pipeline(tmp_path / "a")), MASKS, [0], [dpm], cache_dir=cache, progress=False
+    )
+    # The same weights and configs from another folder: the same images.
+    pipe = loaded(shutil.copytree(tmp_path / "a", tmp_path / "b"))
 
     calls = []
     sample = LungSDMPipeline.__call__
@@ -92,18 +102,26 @@ def test_the_cache_skips_finished_settings(pipe, tmp_path, monkeypatch):
         return sample(self, *args, **kwargs)
 
     monkeypatch.setattr(LungSDMPipeline, "__call__", counted)
-    resumed = run_sampler_study(pipe, MASKS, [0], [dpm, unipc], cache_dir=tmp_path, progress=False)
+    resumed = run_sampler_study(pipe, MASKS, [0], [dpm, unipc], cache_dir=cache, progress=False)
     assert calls and set(calls) == {"UniPCMultistepScheduler"}  # the warm-up and UniPC's batch
     assert resumed[0].from_cache and not resumed[1].from_cache
     assert resumed[0].seconds_per_image == first[0].seconds_per_image
     np.testing.assert_array_equal(resumed[0].images, first[0].images)
 
     calls.clear()
-    again = run_sampler_study(pipe, MASKS, [0], [dpm, unipc], cache_dir=tmp_path, progress=False)
+    again = run_sampler_study(pipe, MASKS, [0], [dpm, unipc], cache_dir=cache, progress=False)
     assert calls == [] and all(r.from_cache for r in again)
-    run_sampler_study(pipe, MASKS, [1], [dpm], cache_dir=tmp_path, progress=False)  # other seeds: other images
+    run_sampler_study(pipe, MASKS, [1], [dpm], cache_dir=cache, progress=False)  # other seeds: other images
     assert calls
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json"] * 3 + [".npy"] * 3  # no staged file left
+    names = sorted(re.sub("-[0-9a-f]{16}", "-KEY", p.name) for p in cache.iterdir())
+    assert names == [  # no staged file left, and guidance 1.5 keeps its name
+        "dpm-2-g1-KEY.json", "dpm-2-g1-KEY.json", "dpm-2-g1-KEY.npy", "dpm-2-g1-KEY.npy",
+        "unipc-2-g1.5-KEY.json", "unipc-2-g1.5-KEY.npy",
+    ]  # fmt: skip
+
+
+def loaded(folder):
+    return load_pipeline(folder, pipeline_class=LungSDMPipeline)
 
 
 def result(sampler, steps, dice, noise, distance=None, guidance=1.0, seconds=1.0):
@@ -141,7 +159,10 @@ def test_the_table_and_the_quality_time_figure(tmp_path):
         result("unipc", 10, 0.969, 51.0, None, guidance=1.5, seconds=1.1),
     ]
     table = results_table(results).splitlines()
-    assert table[0] == "| sampler | steps | guidance | U-Net passes | s / image | lung Dice | lung noise (HU) | distance |"
+    assert (
+        table[0]
+        == "| sampler | steps | guidance | U-Net passes | s / image | lung Dice | lung noise (HU) | distance |"
+    )
     assert table[3] == "| DPM-Solver++ | 5 | 1 |  | 0.5 | 0.974 | n/a | 6.40 |"
     assert table[4].endswith("| 1.5 |  | 1.1 | 0.969 | 51.0 | n/a |")
     assert "distance" not in results_table(results[2:])

@@ -109,8 +109,9 @@ def default_sampler_grid() -> list[SamplerSetting]:
 
 
 def quick_grid() -> list[SamplerSetting]:
-    """Three cheap settings for tests and ``--quick`` runs: DDPM 3 (the reference), DPM-Solver++ 2, UniPC 2."""
-    return [SamplerSetting("ddpm", 3), SamplerSetting("dpm", 2), SamplerSetting("unipc", 2)]
+    """Three cheap settings for tests and ``--quick`` runs: DDPM 3 (the reference), DPM-Solver++ 2 and UniPC 2 with
+    guidance 1.5 (so the guided path runs too)."""
+    return [SamplerSetting("ddpm", 3), SamplerSetting("dpm", 2), SamplerSetting("unipc", 2, 1.5)]
 
 
 @dataclass
@@ -313,11 +314,11 @@ def _pipeline_identity(pipe) -> str:
     import torch
 
     digest = hashlib.sha256(type(pipe).__name__.encode())
-    digest.update(_json(dict(pipe.config)).encode())
+    digest.update(_json(_public(pipe.config)).encode())
     for name, component in sorted(pipe.components.items()):
         if not isinstance(component, torch.nn.Module):
             continue
-        digest.update(name.encode() + _json(dict(getattr(component, "config", {}))).encode())
+        digest.update(name.encode() + _json(_public(getattr(component, "config", {}))).encode())
         for key, tensor in component.state_dict().items():
             tensor = tensor.detach().cpu().contiguous().reshape(-1)
             digest.update(f"{key}:{tensor.dtype}:{tensor.numel()}".encode())
@@ -330,7 +331,7 @@ def _cache_key(identity: str, pipe, setting: SamplerSetting, masks_digest: str, 
     content = {
         "version": CACHE_VERSION,
         "pipeline": identity,
-        "scheduler": [type(scheduler).__name__, dict(scheduler.config)],
+        "scheduler": [type(scheduler).__name__, _public(scheduler.config)],
         "steps": setting.steps,
         "guidance": setting.guidance,
         "masks": masks_digest,
@@ -346,9 +347,16 @@ def _json(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _public(config) -> dict:
+    """A diffusers config without its private entries: ``_name_or_path`` (where it was loaded from) and
+    ``_use_default_values`` (whose order follows string hashing, so changes between processes) would change the key
+    of the same model."""
+    return {key: value for key, value in dict(config).items() if not key.startswith("_")}
+
+
 def _cache_paths(cache_dir, setting: SamplerSetting, key: str) -> tuple[Path, Path]:
-    stem = Path(cache_dir) / f"{setting.slug}-{key[:16]}"
-    return stem.with_suffix(".npy"), stem.with_suffix(".json")
+    stem = f"{setting.slug}-{key[:16]}"  # not Path.with_suffix: "g1.5" would lose its ".5..."
+    return Path(cache_dir) / f"{stem}.npy", Path(cache_dir) / f"{stem}.json"
 
 
 def _read_cache(cache_dir, setting, key, shape) -> tuple[np.ndarray, dict] | None:
@@ -471,7 +479,8 @@ def quality_time_figure(results: Sequence[SamplerResult], path: str | Path) -> P
     panels = [("lung_dice", "lung Dice"), ("lung_noise_hu", "lung noise (HU)")]
     if any(r.distance is not None for r in results):
         panels.append(("distance", "distance to real slices"))
-    figure = Figure(figsize=(5.5 * len(panels), 4.5), layout="constrained")
+    figure = Figure(figsize=(5.5 * len(panels), 4.5))
+    figure.subplots_adjust(left=0.25 / len(panels), right=0.98, bottom=0.12, top=0.95, wspace=0.3)
     FigureCanvasAgg(figure)  # a canvas of its own: no pyplot state, no display needed
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     baseline = next((r for r in results if r.setting == BASELINE), None)
