@@ -1,0 +1,125 @@
+"""``lung-diffusers evaluate --quick`` end to end on a tiny random SDM and a phantom recipe dataset: the report
+folder, its figures with their N, the resume from the cache, two models side by side, a synthesize folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from lung_support import phantom_image, phantom_label_map, write_slice_dataset
+
+from lung_diffusers.cli import main as cli_main
+from lung_diffusers.evaluation import content_cache
+from lung_diffusers.output_folder import MANIFEST_NAME
+from lung_diffusers.synthetic_marker import is_synthetic
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def phantom_recipe(tmp_path_factory):
+    """Healthy slices of three 'patients' (lungs of different widths, slices 2.5 mm apart), two nodule slices."""
+    import datasets
+
+    features = datasets.Features({
+        "image": datasets.Image(), "mask": datasets.Image(), "seriesuid": datasets.Value("string"),
+        "slice_index": datasets.Value("int32"), "slice_z_mm": datasets.Value("float64"),
+        "spacing": {"pixel_mm": datasets.Sequence(datasets.Value("float32"))},
+    })  # fmt: skip
+    rng = np.random.default_rng(0)
+
+    def rows(patient: str, count: int, width: float, nodule: bool = False) -> list[dict]:
+        out = []
+        for k in range(count):
+            labels = phantom_label_map(SIZE, 5 if nodule else None, (width + 0.004 * k, width - 0.03))
+            out.append({"image": phantom_image(labels, rng), "mask": labels, "seriesuid": patient,
+                        "slice_index": k, "slice_z_mm": 2.5 * k, "spacing": {"pixel_mm": [5.5, 5.5]}})  # fmt: skip
+        return out
+
+    as_images = lambda rows_: [  # noqa: E731
+        {**r, "image": _png(r["image"]), "mask": _png(r["mask"])} for r in rows_
+    ]
+    shards = {
+        "healthy": {
+            "train": as_images(rows("P2", 4, 0.13) + rows("P3", 4, 0.15)),
+            "test": as_images(rows("P1", 5, 0.14)),
+        },
+        "nodule": {"train": as_images(rows("P2", 2, 0.13, True)), "test": as_images(rows("P1", 1, 0.14, True))},
+    }
+    return write_slice_dataset(tmp_path_factory.mktemp("phantom-recipe"), shards, features)
+
+
+def _png(array):
+    import PIL.Image
+
+    return PIL.Image.fromarray(array)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipelines(tmp_path_factory):
+    from diffusers import DDPMScheduler
+    from lung_support import tiny_sdm
+
+    from lung_diffusers import LungSDMPipeline
+
+    folders = []
+    for seed in (0, 1):
+        folder = tmp_path_factory.mktemp("pipes") / f"tiny-sdm-{seed}"
+        LungSDMPipeline(unet=tiny_sdm(SIZE, seed=seed), scheduler=DDPMScheduler(variance_type="learned_range")).save_pretrained(folder)
+        folders.append(folder)
+    return folders
+
+
+def evaluate(*argv) -> int:
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["evaluate", *map(str, argv)])
+    return stop.value.code
+
+
+def test_quick_report_with_two_models_and_resume(phantom_recipe, tiny_pipelines, tmp_path, monkeypatch):
+    output = tmp_path / "report"
+    argv = ["--dataset", phantom_recipe, "--output", output, "--quick", "--steps", 2, "--batch-size", 4,
+            *[a for folder in tiny_pipelines for a in ("--pipeline", folder)]]  # fmt: skip
+    assert evaluate(*argv) == 0
+
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["settings"]["held_out"]["slices"] == 6 and metrics["settings"]["training"]["slices"] == 10
+    floor = metrics["real"]["realism"]["all"]
+    assert floor["n"] == 6 and floor["n_reference"] == 10 and np.isfinite(floor["frd_guarded"])
+    assert "v1" in floor["frd_form"]
+    assert metrics["real"]["realism"]["per_class"]["nodule"]["not_run"].startswith("too small")
+    assert set(metrics["models"]) == {"tiny-sdm-0", "tiny-sdm-1"}
+    for model in metrics["models"].values():
+        assert model["lung_dice"]["n"] == 4  # --quick draws 4 held-out masks
+        assert model["realism_vs_training"]["all"]["n"] == 4
+        assert model["memorisation"]["synthetic_slices"] == 4 and model["memorisation"]["training_slices"] == 10
+        assert model["diversity"]["masks"] == 3
+        # A random U-Net draws noise: nothing like a training slice, and seeds unlike each other.
+        assert model["memorisation"]["flagged"] == 0
+        assert not model["diversity"]["collapsed"]
+    assert metrics["versions"]["frd-score"] and metrics["versions"]["torch"]
+
+    report = (output / "report.md").read_text()
+    assert "| real held-out slices (the floor) | 6 |" in report
+    assert "tiny-sdm-0" in report and "tiny-sdm-1" in report and "How weak this is" in report
+    for figure in metrics["models"]["tiny-sdm-0"]["figures"]:
+        assert is_synthetic(output / figure)
+        assert f"]({figure})" in report
+
+    # Everything is cached: a rerun draws and extracts nothing.
+    monkeypatch.setattr(content_cache.ContentCache, "put", lambda *a: pytest.fail("made again"))
+    assert evaluate(*argv) == 2  # refuses to overwrite without the flag
+    assert evaluate(*argv, "--overwrite") == 0
+    assert json.loads((output / "metrics.json").read_text())["models"] == metrics["models"]
+    assert {"report.md", "metrics.json"} <= set(json.loads((output / MANIFEST_NAME).read_text())["files"])
+
+
+def test_bad_input_is_refused_before_any_model_loads(phantom_recipe, tiny_pipelines, tmp_path, capsys):
+    assert evaluate("--dataset", phantom_recipe, "--output", tmp_path / "r") == 2
+    assert "give at least one model" in capsys.readouterr().err
+    assert evaluate("--dataset", phantom_recipe, "--output", tmp_path / "r", "--pipeline", tmp_path / "nope") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert evaluate("--dataset", phantom_recipe, "--output", tmp_path / "r", "--pipeline", tiny_pipelines[0],
+                    "--diversity-seeds", 1) == 2  # fmt: skip
+    assert "at least 2" in capsys.readouterr().err
