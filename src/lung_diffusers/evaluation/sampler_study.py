@@ -468,8 +468,10 @@ def _number(value, spec: str) -> str:
 
 def quality_time_figure(results: Sequence[SamplerResult], path: str | Path) -> Path:
     """Lung Dice, lung noise and (where present) the distance against seconds per image (log scale), each point
-    labelled with its setting; DDPM 1000's value, when in the results, as a dashed line. Written atomically as PNG."""
+    labelled with its setting (triangles: guided); DDPM 1000's value, when in the results, as a dashed line.
+    Written atomically as PNG."""
     try:
+        from matplotlib import ticker
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
@@ -479,27 +481,41 @@ def quality_time_figure(results: Sequence[SamplerResult], path: str | Path) -> P
     panels = [("lung_dice", "lung Dice"), ("lung_noise_hu", "lung noise (HU)")]
     if any(r.distance is not None for r in results):
         panels.append(("distance", "distance to real slices"))
-    figure = Figure(figsize=(5.5 * len(panels), 4.5))
-    figure.subplots_adjust(left=0.25 / len(panels), right=0.98, bottom=0.12, top=0.95, wspace=0.3)
+    figure = Figure(figsize=(6 * len(panels), 4.5))
+    figure.subplots_adjust(left=0.8 / (6 * len(panels)), right=0.98, bottom=0.12, top=0.95, wspace=0.2)
     FigureCanvasAgg(figure)  # a canvas of its own: no pyplot state, no display needed
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     baseline = next((r for r in results if r.setting == BASELINE), None)
+    by_time = sorted(results, key=lambda r: r.seconds_per_image)
     for ax, (metric, title) in zip(axes, panels):
-        for r in results:
+        for k, r in enumerate(by_time):
             value = getattr(r, metric)
             if not _defined(value):
                 continue
-            marker = "o" if r.setting.guidance == 1 else "^"
-            ax.scatter(r.seconds_per_image, value, marker=marker, color="C0" if r.setting.guidance == 1 else "C1")
+            guided = r.setting.guidance != 1
+            ax.scatter(r.seconds_per_image, value, marker="^" if guided else "o", color="C1" if guided else "C0")
+            # Neighbours in time take turns above and below their point, and the slower half is labelled on the
+            # left, so labels overlap less and stay inside the figure.
+            left = k >= len(by_time) / 2
+            offset = (-4 if left else 4, 4 if k % 2 == 0 else -10)
             ax.annotate(
-                r.setting.label, (r.seconds_per_image, value), textcoords="offset points", xytext=(4, 4), fontsize=7
+                r.setting.label,
+                (r.seconds_per_image, value),
+                textcoords="offset points",
+                xytext=offset,
+                ha="right" if left else "left",
+                fontsize=7,
             )
         if baseline is not None and _defined(getattr(baseline, metric)):
             ax.axhline(getattr(baseline, metric), color="grey", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.margins(x=0.1, y=0.1)
         ax.set_xlabel("seconds per image")
         ax.set_ylabel(title)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, alpha=0.3)
     path = Path(path)
     with atomic_file(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
