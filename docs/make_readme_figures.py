@@ -1,11 +1,12 @@
 """Remake the README's RePaint figures from the bundled demo checkpoints and the recipe's LIDC-IDRI mini data.
 
-    python docs/make_readme_figures.py --dataset outputs/luna16-mini [--runs ../train-runs/sdm-64 ...]
+    python docs/make_readme_figures.py --dataset outputs/luna16-mini [--figures insertion] [--runs ../train-runs/sdm-64 ...]
 
 ``--dataset`` is the data recipe's output for ``../shared/data/lidc-mini`` (the README's ``prepare_luna16.py``
-command). Removal: LIDC-IDRI-0003 slice 75 (a 21 mm nodule, training patient) with the healthy prior. Insertion:
-LIDC-IDRI-0001 slice 90 (held-out patient), a 20-px nodule placed in its right lung with the SDM. Both run through
-the ``lung-diffusers`` command exactly as the README shows it; the figures are copied to ``docs/images``.
+command). Removal: LIDC-IDRI-0003 slice 75 (a 21 mm nodule) with the healthy prior. Insertion: the README's
+example, LIDC-IDRI-0003's nodule-free slice 92 (``healthy`` config), a 20-px nodule centred at row 121, column 86
+in its right lung, with the SDM at the slice's own resolution. Both run through the ``lung-diffusers`` command as
+the README shows it; the figures are copied to ``docs/images``. ``--figures`` remakes only the named ones.
 ``--runs``: training output folders whose tensorboard losses are plotted over steps (``training_loss.png``).
 
 Its working files (the slices, the commands' outputs) go to fresh folders in a temporary directory, under the rule
@@ -28,11 +29,12 @@ from lung_diffusers.output_folder import output_folder
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "docs" / "images"
+FIGURES = {"removal": "repaint_nodule_removal.png", "insertion": "repaint_nodule_insertion.png"}
 
 
-def write_slice(dataset: str, patient: str, slice_index: int, folder: Path) -> tuple[Path, Path]:
-    """The recipe's slice and label map (PNGs) of one nodule slice, written into a new ``folder``."""
-    rows = load_dataset(dataset, "nodule")
+def write_slice(dataset: str, config: str, patient: str, slice_index: int, folder: Path) -> tuple[Path, Path]:
+    """The recipe's slice and label map (PNGs) of one slice of ``config``, written into a new ``folder``."""
+    rows = load_dataset(dataset, config)
     for split in rows.values():
         for row in split:
             if row["patient_id"] == patient and row["slice_index"] == slice_index:
@@ -41,7 +43,7 @@ def write_slice(dataset: str, patient: str, slice_index: int, folder: Path) -> t
                         with atomic_file(out.path(name)) as temporary:
                             row[key].save(temporary)
                 return folder / "slice.png", folder / "mask.png"
-    raise SystemExit(f"{patient} slice {slice_index} is not a nodule slice of {dataset}")
+    raise SystemExit(f"{patient} slice {slice_index} is not in the {config} config of {dataset}")
 
 
 def scalars(run: Path, tag: str) -> dict[int, float]:
@@ -97,25 +99,32 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="the recipe's output for ../shared/data/lidc-mini")
     parser.add_argument("--runs", nargs="*", default=[], help="training output folders to plot the loss of")
     parser.add_argument("--pipelines", default=str(REPO / "pipelines"), help="folder of the demo checkpoints")
+    parser.add_argument(
+        "--figures", nargs="+", choices=FIGURES, default=list(FIGURES), help="the RePaint figures to remake (default: both)"
+    )
     args = parser.parse_args()
     pipelines = Path(args.pipelines)
     if args.runs:
         plot_losses([Path(r) for r in args.runs], IMAGES / "training_loss.png")
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        image, labels = write_slice(args.dataset, "LIDC-IDRI-0003", 75, work / "removal")
-        run(["remove-nodule", "--pipeline", str(pipelines / "lung-ddpm-prior-64"), "--image", str(image),
-             "--label-map", str(labels), "--samples", "3", "--output", str(work / "removed")])  # fmt: skip
-        with atomic_file(IMAGES / "repaint_nodule_removal.png") as temporary:  # a README figure is never half-written
-            shutil.copyfile(work / "removed" / "figure.png", temporary)
+        if "removal" in args.figures:
+            image, labels = write_slice(args.dataset, "nodule", "LIDC-IDRI-0003", 75, work / "removal")
+            run(["remove-nodule", "--pipeline", str(pipelines / "lung-ddpm-prior-64"), "--image", str(image),
+                 "--label-map", str(labels), "--samples", "3", "--output", str(work / "removed")])  # fmt: skip
+            save_figure(work / "removed" / "figure.png", FIGURES["removal"])
+        if "insertion" in args.figures:
+            image, labels = write_slice(args.dataset, "healthy", "LIDC-IDRI-0003", 92, work / "insertion")
+            run(["insert-nodule", "--pipeline", str(pipelines / "lung-sdm-64"), "--image", str(image),
+                 "--label-map", str(labels), "--nodule-center", "121", "86", "--nodule-diameter-px", "20",
+                 "--output", str(work / "inserted")])  # fmt: skip
+            save_figure(work / "inserted" / "figure.png", FIGURES["insertion"])
 
-        image, labels = write_slice(args.dataset, "LIDC-IDRI-0001", 90, work / "insertion")
-        run(["insert-nodule", "--pipeline", str(pipelines / "lung-sdm-64"), "--image", str(image),
-             "--label-map", str(labels), "--nodule-center", "121", "86", "--nodule-diameter-px", "20",
-             "--output", str(work / "inserted")])  # fmt: skip
-        with atomic_file(IMAGES / "repaint_nodule_insertion.png") as temporary:  # a README figure is never half-written
-            shutil.copyfile(work / "inserted" / "figure.png", temporary)
-    print(f"wrote {IMAGES / 'repaint_nodule_removal.png'} and {IMAGES / 'repaint_nodule_insertion.png'}")
+
+def save_figure(figure: Path, name: str) -> None:
+    with atomic_file(IMAGES / name) as temporary:  # a README figure is never half-written
+        shutil.copyfile(figure, temporary)
+    print(f"wrote {IMAGES / name}")
 
 
 if __name__ == "__main__":
