@@ -42,7 +42,8 @@ def patients(shared_dir) -> dict[str, np.ndarray]:
 
 def test_library_value_is_frd_scores_own_on_the_same_slices_as_pngs(patients, tmp_path):
     """Four slices a patient (frd's own extraction runs in a worker process: kept short). The reference goes in as
-    window images, the other patient as uint8 grey levels: both must give what frd reads from the PNGs."""
+    window images, the other patient as uint8 grey levels in two worker processes: all must give what frd reads
+    from the PNGs."""
     import frd_score
     from frd_score import compute_frd
 
@@ -56,7 +57,7 @@ def test_library_value_is_frd_scores_own_on_the_same_slices_as_pngs(patients, tm
     own = compute_frd([str(tmp_path / patient) for patient in SERIES], num_workers=1)  # v1, log; first = reference
 
     reference = radiomics_features(patients["LIDC-IDRI-0001"][:4], progress=False)
-    other = radiomics_features(grey["LIDC-IDRI-0003"], progress=False)
+    other = radiomics_features(grey["LIDC-IDRI-0003"], num_workers=2, progress=False)  # and the worker pool
     ours = radiomics_distance(reference, other)
     assert ours.library == pytest.approx(own, rel=1e-9, abs=1e-9)
     assert ours.version == frd_score.__version__ and ours.form == "v1, log"
