@@ -38,7 +38,7 @@ evaluate: $(STAMP)
 	[ -f $(EVAL_DATA)/README.md ] || $(PY) dataset_scripts/prepare_luna16.py --luna16-root ../shared/data/lidc-mini \
 		--output $(EVAL_DATA) --healthy-stride 1 --nodule-slices all
 	$(PY) -m lung_diffusers.cli evaluate --pipeline pipelines/lung-sdm-64 --dataset $(EVAL_DATA) \
-		--output $(EVAL_OUTPUT) --sampler-study --fid --overwrite
+		--output $(EVAL_OUTPUT) --sampler-study --fid --batch-size 32 --overwrite
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
