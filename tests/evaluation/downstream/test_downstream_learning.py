@@ -13,6 +13,7 @@ from lung_diffusers.evaluation.downstream.nodule_localiser import (  # noqa: E40
     LocaliserSettings,
     detect_nodules,
     heatmap_targets,
+    side_from_heatmap,
     train_localiser,
 )
 from lung_diffusers.evaluation.downstream.nodule_samples import PatchSet, SliceNodule, SliceSample, slice_boxes  # noqa: E402
@@ -61,8 +62,9 @@ def test_the_se_resnet_tells_discs_from_noise(one_torch_thread):
 
 
 def test_the_heatmap_unet_finds_discs(one_torch_thread):
-    heat, log_size = heatmap_targets((20, 20), [(5, 6)], [12.0])
-    assert heat[5, 6] == 1.0 and heat.max() == 1.0 and log_size[5, 6] == pytest.approx(np.log(12))
+    heat = heatmap_targets((40, 40), [(15, 16)], [12.0])
+    assert heat[15, 16] == 1.0 and heat.max() == 1.0
+    assert side_from_heatmap(heat, (15, 16)) == pytest.approx(12.0, rel=0.1)  # the side is read from the width
     rng = np.random.default_rng(0)
     train, test = disc_slices(24, rng), disc_slices(12, rng)
     settings = LocaliserSettings(steps=60, batch_size=4, channels=(8, 16, 32), num_res_units=0, learning_rate=1e-2)
