@@ -71,6 +71,7 @@ def test_quick_run_end_to_end_then_from_the_cache(inputs, tmp_path):
         (["--folds", "1"], "folds must be at least 2"),
         (["--synthetic", "no-such-folder"], "is not a folder"),
         (["--lidc-xml", "."], "--lidc-xml needs --luna16"),
+        (["--max-healthy-slices", "0"], "--max-healthy-slices must be at least 1"),
     ],
 )
 def test_bad_input_exits_2_in_one_line(inputs, tmp_path, capsys, extra, message):

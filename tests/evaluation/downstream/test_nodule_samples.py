@@ -67,6 +67,8 @@ def test_localisation_slices_add_as_many_nodule_free_slices(recipe):
     assert sum(bool(s.nodules) for s in chosen) == 3 and len(chosen) == 6
     tiny = localisation_slices(test, np.random.default_rng(0), min_diameter_mm=20.0)  # every cut too small
     assert tiny == []
+    fewer = recipe_slices(str(recipe), "train", image_size=64, max_healthy=3)  # of 8 nodule-free train slices
+    assert len(fewer) == 6 + 3 and sum(not s.nodules for s in fewer) == 3
 
 
 def test_synthetic_nodules_come_from_the_label_maps(tmp_path):

@@ -60,6 +60,12 @@ def register(subparsers) -> None:
     parser.add_argument("--train-split", default="train", help="training split (default train)")
     parser.add_argument("--test-split", default="test", help="test split (default test)")
     parser.add_argument("--image-size", type=int, default=256, help="slices are taken at this size (default 256)")
+    parser.add_argument(
+        "--max-healthy-slices",
+        type=int,
+        metavar="N",
+        help="nodule-free slices read per split, spread over it (default: all; e.g. 4000 for full LUNA16)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the data draws (non-nodule patches, slices, folds)")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="report folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --output")
@@ -95,6 +101,8 @@ def check_inputs(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"--{name.replace('_', '-')} {folder} is not a folder")
     if args.lidc_xml is not None and args.luna16 is None:
         raise ValueError("--lidc-xml needs --luna16 (the scans its reads are placed in)")
+    if args.max_healthy_slices is not None and args.max_healthy_slices < 1:
+        raise ValueError(f"--max-healthy-slices must be at least 1, got {args.max_healthy_slices}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     check_output_folder(args.output, TOOL, args.overwrite)
@@ -120,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     size = settings.image_size
-    train = recipe_slices(args.dataset, args.train_split, size, cache_dir=args.datasets_cache)
-    test = recipe_slices(args.dataset, args.test_split, size, cache_dir=args.datasets_cache)
+    read = dict(cache_dir=args.datasets_cache, max_healthy=args.max_healthy_slices)
+    train = recipe_slices(args.dataset, args.train_split, size, **read)
+    test = recipe_slices(args.dataset, args.test_split, size, **read)
     if not train or not test:
         raise ValueError(
             f"{args.dataset} has no slices in split {args.train_split if not train else args.test_split!r}"
@@ -166,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
             "train_split": args.train_split,
             "test_split": args.test_split,
             "luna16": str(args.luna16) if args.luna16 else None,
+            "max_healthy_slices": args.max_healthy_slices,
             "quick": args.quick,
             "cache_dir": str(cache_dir),
         },

@@ -131,6 +131,7 @@ def make_folds(
     seed: int = 0,
 ) -> list[Fold]:
     """The recipe's split (``folds=None``) or ``folds`` patient-level folds over both splits (module docstring).
+    Synthetic slices without a patient ID cannot be traced to a test patient and are always used.
 
     Raises:
         ValueError: a patient in both splits, no test or training slices, or fewer patients than folds.

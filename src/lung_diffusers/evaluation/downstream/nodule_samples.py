@@ -132,9 +132,13 @@ def recipe_slices(
     image_size: int = IMAGE_SIZE,
     configs: Sequence[str] = ("nodule", "healthy"),
     cache_dir: str | None = None,
+    max_healthy: int | None = None,
 ) -> list[SliceSample]:
-    """Every slice of ``split`` of the recipe dataset's ``configs`` (a config without that split gives none)."""
+    """Every slice of ``split`` of the recipe dataset's ``configs`` (a config without that split gives none);
+    with ``max_healthy``, that many of the ``healthy`` config's slices, spread evenly over the split (full LUNA16
+    has some 30,000 nodule-free slices, and the tasks draw only as many as there are nodules)."""
     from ...data.slice_dataset import load_slice_dataset
+    from ...inpainting.evaluation_slices import spread_rows
 
     samples = []
     for config in configs:
@@ -144,6 +148,8 @@ def recipe_slices(
         for column in ("image", "mask", "patient_id"):
             if column not in rows.column_names:
                 raise ValueError(f"config {config!r} of {dataset} has no {column!r} column: not a recipe dataset")
+        if config == "healthy" and max_healthy is not None:
+            rows = rows.select(spread_rows(len(rows), max_healthy))
         samples += [_sample_of_row(row, image_size, synthetic=False) for row in rows]
     return samples
 
