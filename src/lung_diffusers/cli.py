@@ -23,6 +23,7 @@ from .command_line import add_debug_argument, run_command
 COMMAND_MODULES: tuple[str, ...] = (
     "lung_diffusers.data.slice_export",
     "lung_diffusers.evaluation.commands",
+    "lung_diffusers.evaluation.downstream.command",
     "lung_diffusers.inpainting.commands",
     "lung_diffusers.synthesis.commands",
 )
