@@ -85,3 +85,17 @@ def test_a_manifest_cannot_point_outside_its_folder(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="plain file name"), output_folder(tmp_path / "new", "demo") as out:
         out.path("../escape.png")
+
+
+def test_claimed_files_of_a_killed_run_are_the_rerun_s_to_replace(tmp_path):
+    folder = tmp_path / "out"
+    run = output_folder(folder, "evaluate")
+    out = run.__enter__()
+    out.claim(["figure.png", "report.md"])
+    out.path("figure.png").write_text("half written")  # ...and the process is killed: no clean-up runs
+    with pytest.raises(OutputFolderError, match="pass --overwrite"):
+        check_output_folder(folder, "evaluate")
+    with output_folder(folder, "evaluate", overwrite=True) as again:
+        again.path("figure.png").write_text("whole")
+    assert (folder / "figure.png").read_text() == "whole"
+    assert json.loads((folder / MANIFEST_NAME).read_text())["files"] == ["figure.png"]

@@ -61,6 +61,34 @@ def build_model_card(
     )
 
 
+EVALUATION_FILE = "evaluation.md"
+_SECTION_START = "<!-- lung-diffusers evaluate: start -->"
+_SECTION_END = "<!-- lung-diffusers evaluate: end -->"
+
+
+def with_evaluation_section(card_text: str, markdown: str) -> str:
+    """``card_text`` with the ``lung-diffusers evaluate`` section set to ``markdown``: it replaces an earlier one, or
+    goes before the card's ``## Labels`` section (at the end when there is none)."""
+    section = f"{_SECTION_START}\n{markdown.strip()}\n{_SECTION_END}\n"
+    start, end = card_text.find(_SECTION_START), card_text.find(_SECTION_END)
+    if start >= 0 and end > start:
+        return card_text[:start] + section + card_text[end + len(_SECTION_END) :].lstrip("\n")
+    labels = card_text.find("\n## Labels")
+    if labels < 0:
+        return card_text.rstrip("\n") + "\n\n" + section
+    return card_text[: labels + 1] + section + "\n" + card_text[labels + 1 :]
+
+
+def refresh_evaluation_section(folder: str | os.PathLike) -> None:
+    """Put the folder's ``evaluation.md`` (written by ``lung-diffusers evaluate --update-card``) into its card."""
+    from .atomic_write import write_text_atomically
+
+    folder = Path(folder)
+    card, evaluation = folder / "README.md", folder / EVALUATION_FILE
+    if card.is_file() and evaluation.is_file():
+        write_text_atomically(card, with_evaluation_section(card.read_text(), evaluation.read_text()))
+
+
 def push_folder(
     folder: str | os.PathLike,
     repo_id: str,

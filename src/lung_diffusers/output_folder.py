@@ -72,10 +72,19 @@ def check_output_folder(folder: str | os.PathLike, tool: str, overwrite: bool = 
 class OutputFiles:
     """The files one run writes into its output folder (see :func:`output_folder`)."""
 
-    def __init__(self, folder: Path, previous: list[str]):
+    def __init__(self, folder: Path, previous: list[str], tool: str = ""):
         self.folder = folder
         self.previous = set(previous)
+        self.tool = tool
         self.names: list[str] = []
+
+    def claim(self, names) -> None:
+        """List ``names`` in the manifest now, before they are written: a run killed while writing them (SIGKILL,
+        no clean-up) leaves a manifest that covers them, so the rerun may replace them."""
+        for name in names:
+            self.path(name)
+        leftovers = [name for name in self.previous if (self.folder / name).is_file()]
+        _write_manifest(self.folder, self.tool, sorted({*self.names, *leftovers}), complete=False)
 
     def path(self, name: str) -> Path:
         """The path to write ``name`` to (a plain file name); it is listed in the manifest. Refuses a name held
@@ -105,7 +114,7 @@ def output_folder(folder: str | os.PathLike, tool: str, overwrite: bool = False)
     folder = Path(folder)
     previous = check_output_folder(folder, tool, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
-    files = OutputFiles(folder, previous)
+    files = OutputFiles(folder, previous, tool)
     try:
         yield files
     except BaseException:  # Ctrl-C included

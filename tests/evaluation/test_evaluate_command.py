@@ -114,6 +114,17 @@ def test_quick_report_with_two_models_and_resume(phantom_recipe, tiny_pipelines,
     assert json.loads((output / "metrics.json").read_text())["models"] == metrics["models"]
     assert {"report.md", "metrics.json"} <= set(json.loads((output / MANIFEST_NAME).read_text())["files"])
 
+    # One model's headline figures into its card, from the same cache (nothing drawn again).
+    card = tiny_pipelines[0] / "README.md"
+    card.write_text("# tiny\n\n## Labels\n\n- 0: background\n")
+    one = ["--dataset", phantom_recipe, "--quick", "--steps", 2, "--batch-size", 4, "--pipeline", tiny_pipelines[0],
+           "--cache-dir", output / "cache", "--update-card"]  # fmt: skip
+    assert evaluate(*one, "--output", tmp_path / "one") == 0
+    text = card.read_text()
+    assert text.index("## Evaluation") < text.index("## Labels") and "| FRD (guarded) |" in text
+    assert evaluate(*one, "--output", tmp_path / "two") == 0
+    assert card.read_text().count("## Evaluation") == 1  # replaced, not added again
+
 
 def test_bad_input_is_refused_before_any_model_loads(phantom_recipe, tiny_pipelines, tmp_path, capsys):
     assert evaluate("--dataset", phantom_recipe, "--output", tmp_path / "r") == 2

@@ -43,10 +43,10 @@ MASKS = np.stack([phantom_label_map(32), phantom_label_map(32, nodule_label=5)])
 def test_the_grid_is_the_issue_s_and_maps_onto_the_registry():
     labels = [s.label for s in THESIS_GRID]
     assert labels == [
-        "DDPM 1000", "DDIM 50", "DPM-Solver++ 5", "DPM-Solver++ 10", "DPM-Solver++ 25", "UniPC 5", "UniPC 10",
-        "Euler 25", "Heun 10", "DPM-Solver++ 25, guidance 1.5", "UniPC 10, guidance 1.5",
+        "DDIM 50", "DPM-Solver++ 5", "DPM-Solver++ 10", "DPM-Solver++ 25", "UniPC 5", "UniPC 10",
+        "Euler 25", "Heun 10", "DPM-Solver++ 25, guidance 1.5", "UniPC 10, guidance 1.5", "DDPM 1000",
     ]  # fmt: skip
-    assert THESIS_GRID[0] == BASELINE == SamplerSetting("DDPM", 1000)  # display names map to the registry's names
+    assert THESIS_GRID[-1] == BASELINE == SamplerSetting("DDPM", 1000)  # display names map to the registry's names
     with pytest.raises(ValueError, match="unknown scheduler 'dpm-solver'; choose one of"):
         SamplerSetting("dpm-solver", 10)
     with pytest.raises(ValueError, match="cannot sample LungSDMPipeline"):

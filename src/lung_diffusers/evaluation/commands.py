@@ -70,6 +70,8 @@ def register(subparsers) -> None:
     parser.add_argument("--cache-dir", type=Path, help=f"images and features cache (default: OUTPUT/{CACHE_DIR})")
     parser.add_argument("--datasets-cache-dir", help="datasets cache folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --output (resumes)")
+    parser.add_argument("--update-card", action="store_true",
+                        help="put the headline figures into the model card of the --pipeline (or --upscaler) folder")  # fmt: skip
     parser.set_defaults(func=run_evaluate, interrupted="interrupted: run the same command with --overwrite to resume")
 
 
@@ -115,8 +117,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for folder in [*args.pipeline, *args.synthetic, *([args.upscaler] if args.upscaler else [])]:
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"{folder} does not exist; give a pipeline or synthesize output folder")
+    card_folder = None
+    if args.update_card:
+        if len(args.pipeline) != 1 or args.synthetic:
+            raise ValueError("--update-card needs exactly one --pipeline (and no --synthetic): whose card to update")
+        card_folder = Path(args.upscaler or args.pipeline[0])
     check_output_folder(args.output, TOOL, args.overwrite)
-    evaluate(settings, args.output, args.cache_dir, args.overwrite)
+    report = evaluate(settings, args.output, args.cache_dir, args.overwrite)
+    if card_folder is not None:
+        from ..atomic_write import write_text_atomically
+        from ..hub import EVALUATION_FILE, refresh_evaluation_section
+        from .evidence_report import headline_markdown
+
+        write_text_atomically(card_folder / EVALUATION_FILE, headline_markdown(report))
+        refresh_evaluation_section(card_folder)
+        print(f"model card updated: {card_folder / 'README.md'}")
     print(f"report: {args.output / 'report.md'}")
     return 0
 
@@ -124,17 +139,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def evaluate(settings, output: Path, cache_dir: Path | None = None, overwrite: bool = False) -> dict:
     """Run the evaluation and write the report folder; returns the figures (``metrics.json``)."""
     from ..atomic_write import write_text_atomically
-    from ..output_folder import output_folder
+    from ..output_folder import check_output_folder, output_folder
     from .evidence import Evaluation
     from .evidence_report import evidence_markdown
     from .report_json import json_ready
 
     output = Path(output)
-    # Claim the folder first: a run killed later leaves a manifest, and the cache inside it, for the rerun.
-    with output_folder(output, TOOL, overwrite):
-        pass
+    check_output_folder(output, TOOL, overwrite)
     evaluation = Evaluation(settings, cache_dir or output / CACHE_DIR)
-    with output_folder(output, TOOL, overwrite=True) as out:
+    with output_folder(output, TOOL, overwrite) as out:
+        # Listed before they are written, so a killed run's files are the rerun's to replace.
+        out.claim([*evaluation.figure_names(), "metrics.json", "report.md"])
         report = evaluation.run(out.path)
         write_text_atomically(out.path("metrics.json"), json.dumps(json_ready(report), indent=2, allow_nan=False) + "\n")
         write_text_atomically(out.path("report.md"), evidence_markdown(report))

@@ -339,16 +339,27 @@ class Evaluation:
     def _all_real(self) -> SliceSet:
         return concatenate([self.training, self.held_out], "real slices")
 
+    @staticmethod
+    def _slug(model: Model) -> str:
+        return "".join(c if c.isalnum() else "-" for c in model.name)
+
+    def figure_names(self) -> list[str]:
+        """Every figure file the run may write."""
+        names = [f"{kind}-{self._slug(m)}.png" for m in self.models for kind in ("diversity", "closest-pairs")]
+        return names + (["sampler-study.png"] if self.settings.sampler_study else [])
+
     def _figures(self, model: Model, synthetic: SliceSet, div: dict, memorised, figures_to) -> list[str]:
         """The model's figures; returns their file names."""
         from .diversity import diversity_figure
         from .memorisation import closest_pairs_figure
 
-        slug = "".join(c if c.isalnum() else "-" for c in model.name)
+        slug = self._slug(model)
         names = []
         if "per_mask" in div:
             names.append(f"diversity-{slug}.png")
-            diversity_figure(div["per_mask"], figures_to(names[-1]))
+            # config/split/scan/slice ids are long: the figure names each mask by its config and slice
+            short = {f"{k.split('/')[0]}, slice {k.split('/')[-1]}": v for k, v in div["per_mask"].items()}
+            diversity_figure(short if len(short) == len(div["per_mask"]) else div["per_mask"], figures_to(names[-1]))
         names.append(f"closest-pairs-{slug}.png")
         closest_pairs_figure(
             synthetic.images, self.training.images, memorised.synthetic, figures_to(names[-1]), threshold=memorised.threshold

