@@ -123,16 +123,6 @@ def _fid_helper_module():
 
 def _window_images(images) -> np.ndarray:
     """``(N, H, W)`` float32 in [0, 1]."""
-    array = np.asarray(images)
-    if array.ndim != 3 or array.shape[0] < 1:
-        raise ValueError(f"images must be an (N, H, W) stack of slices, got shape {array.shape}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"images must be floats in [0, 1] or uint8 grey levels, got dtype {array.dtype}")
-    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
-        raise ValueError(
-            f"float images must be finite and in [0, 1] (the HU window mapped to 0-1), got "
-            f"{np.nanmin(array):.3g} to {np.nanmax(array):.3g}"
-        )
-    return np.ascontiguousarray(array, dtype=np.float32)
+    from .slice_sets import as_window_images
+
+    return np.ascontiguousarray(as_window_images(images), dtype=np.float32)

@@ -172,22 +172,11 @@ def _finite_rows(values: np.ndarray, name: str) -> np.ndarray:
 
 def _grey_levels(images) -> np.ndarray:
     """``(N, H, W)`` float32 grey levels 0-255, as frd-score reads an 8-bit PNG."""
-    array = np.asarray(images)
-    if array.ndim != 3 or array.shape[0] < 1:
-        raise ValueError(f"images must be an (N, H, W) stack of slices, got shape {array.shape}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"images must be floats in [0, 1] or uint8 grey levels, got dtype {array.dtype}")
-    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
-        raise ValueError(
-            f"float images must be finite and in [0, 1] (the HU window mapped to 0-1), got "
-            f"{np.nanmin(array):.3g} to {np.nanmax(array):.3g}"
-        )
+    from .slice_sets import as_window_images
+
     # In the images' own precision, as diffusers' numpy_to_pil and synthetic_marker write PNGs: float32 and float64
     # products round a few pixels differently.
-    array = array if array.dtype in (np.float32, np.float64) else array.astype(np.float32)
-    return (array * 255).round().astype(np.float32)
+    return (as_window_images(images) * 255).round().astype(np.float32)
 
 
 def _slice_features(grey: np.ndarray) -> dict[str, float]:

@@ -20,6 +20,25 @@ from tqdm.auto import tqdm
 from ..ct import HU_WINDOW, LABEL_NAMES, MALIGNANCY_LABEL_NAMES, hu_from_image, label_scheme
 
 
+def as_window_images(images, name: str = "images") -> np.ndarray:
+    """An ``(N, H, W)`` stack of window images in [0, 1]: uint8 grey levels are divided by 255; floats are checked
+    and keep their precision (float32 or float64; others become float32), so rounding them to 8 bits later gives
+    the grey levels a PNG writer of the same precision would."""
+    array = np.asarray(images)
+    if array.ndim != 3 or array.shape[0] < 1:
+        raise ValueError(f"{name} must be an (N, H, W) stack of slices, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} must be floats in [0, 1] or uint8 grey levels, got dtype {array.dtype}")
+    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+        raise ValueError(
+            f"float {name} must be finite and in [0, 1] (the HU window mapped to 0-1), got "
+            f"{np.nanmin(array):.3g} to {np.nanmax(array):.3g}"
+        )
+    return array if array.dtype in (np.float32, np.float64) else array.astype(np.float32)
+
+
 @dataclasses.dataclass
 class SliceSet:
     """Slices and their label maps, with where each comes from.
