@@ -134,3 +134,23 @@ def test_bad_input_is_refused_before_any_model_loads(phantom_recipe, tiny_pipeli
     assert evaluate("--dataset", phantom_recipe, "--output", tmp_path / "r", "--pipeline", tiny_pipelines[0],
                     "--diversity-seeds", 1) == 2  # fmt: skip
     assert "at least 2" in capsys.readouterr().err
+
+
+def test_a_synthesize_folder_is_evaluated_as_a_model(phantom_recipe, tiny_pipelines, tmp_path, datasets_cache):
+    synthetic = tmp_path / "padded"
+    assert cli_main_code(["synthesize", "--pipeline", tiny_pipelines[0], "--masks", f"{phantom_recipe}:healthy/train",
+                          "--num-images", 6, "--batch-size", 3, "--steps", 2, "--output", synthetic,
+                          "--cache-dir", datasets_cache]) == 0  # fmt: skip
+    output = tmp_path / "report"
+    assert evaluate("--dataset", phantom_recipe, "--output", output, "--quick", "--synthetic", synthetic) == 0
+    model = json.loads((output / "metrics.json").read_text())["models"]["padded"]
+    assert model["kind"] == "synthesize output"
+    assert model["realism_vs_training"]["all"]["n"] == 6 and model["memorisation"]["synthetic_slices"] == 6
+    assert "seconds_per_image" not in model  # not drawn here
+    assert is_synthetic(output / "closest-pairs-padded.png")
+
+
+def cli_main_code(argv) -> int:
+    with pytest.raises(SystemExit) as stop:
+        cli_main([str(a) for a in argv])
+    return stop.value.code
