@@ -81,8 +81,8 @@ def test_batches_guidance_schedulers_and_callbacks(upscale_pipe):
     maps = np.stack([chest(), chest(nodule_px=4)])
     steps = []
     out = upscale_pipe(
-        low_res_image(2), maps, num_inference_steps=3, guidance_scale=1.5, num_images_per_prompt=2, output_type="np",
-        callback_on_step_end=lambda pipe, i, t, kw: steps.append(i) or kw,
+        low_res_image(2), maps, num_inference_steps=3, strength=1.0, guidance_scale=1.5, num_images_per_prompt=2,
+        output_type="np", callback_on_step_end=lambda pipe, i, t, kw: steps.append(i) or kw,
     )
     assert out.images.shape == (4, SIDE, SIDE, 1) and steps == [0, 1, 2] and upscale_pipe.num_timesteps == 3
     original = upscale_pipe.scheduler
@@ -90,6 +90,31 @@ def test_batches_guidance_schedulers_and_callbacks(upscale_pipe):
         for scheduler in (DDIMScheduler, DPMSolverMultistepScheduler):
             upscale_pipe.scheduler = scheduler.from_config(original.config)
             assert np.isfinite(upscale_pipe(low_res_image(), chest(), num_inference_steps=2, output_type="np").images).all()
+    finally:
+        upscale_pipe.scheduler = original
+
+
+def test_strength_starts_the_chain_from_the_upsampled_image_noised_part_way(upscale_pipe):
+    def run(strength, steps=25, **kwargs):
+        return upscale_pipe(low_res_image(), chest(), num_inference_steps=steps, strength=strength, noise_level=20,
+                            output_type="latent", generator=torch.Generator().manual_seed(0), **kwargs)
+
+    steps = []
+    run(0.4, callback_on_step_end=lambda pipe, i, t, kw: steps.append(int(t)) or kw)
+    upscale_pipe.scheduler.set_timesteps(25)
+    assert steps == upscale_pipe.scheduler.timesteps[15:].tolist() and upscale_pipe.num_timesteps == 10
+    # One step from the least-noised end keeps the upsampled input (the random model barely moves it); the whole
+    # chain, from pure noise, does not.
+    upsampled = upsample_low_res(low_res_image(), SIDE)
+    assert (run(0.04).images - upsampled).abs().mean() < 0.05
+    assert (run(1.0).images - upsampled).abs().mean() > 0.2
+    assert upscale_pipe(low_res_image(), chest(), num_inference_steps=2, output_type="latent").images.shape[-1] == SIDE
+    original = upscale_pipe.scheduler
+    try:  # a multistep solver and a second-order one start part-way too
+        for name in ("DPMSolverMultistepScheduler", "HeunDiscreteScheduler"):
+            upscale_pipe.scheduler = getattr(__import__("diffusers"), name).from_config(original.config)
+            near, far = ((run(strength).images - upsampled).abs().mean() for strength in (0.04, 1.0))
+            assert near < far / 2
     finally:
         upscale_pipe.scheduler = original
 
@@ -103,6 +128,9 @@ def test_a_stage_trained_on_crops_samples_whole_slices_without_a_size_warning(up
 def test_bad_inputs_get_clear_errors(upscale_pipe, base_pipe):
     with pytest.raises(ValueError, match="noise_level must be an integer step"):
         upscale_pipe(low_res_image(), chest(), noise_level=1000)
+    for strength in (0, 1.5, True, "0.4"):
+        with pytest.raises(ValueError, match="strength must be a share of the chain"):
+            upscale_pipe(low_res_image(), chest(), strength=strength)
     with pytest.raises(ValueError, match="larger than the label map"):
         upscale_pipe(torch.zeros(1, 1, 128, 128), chest())
     with pytest.raises(ValueError, match="2 low-resolution images for 1 label maps"):
@@ -155,6 +183,8 @@ def test_the_combined_pipeline_runs_both_stages_and_one_seed_reproduces_them(bas
     np.testing.assert_allclose(first.low_res_images, (stage_one[:, 0].numpy() / 2 + 0.5).clip(0, 1), atol=1e-6)
     with pytest.raises(ValueError, match="multiple of stage 1's 16 px"):
         pipe(chest()[:60, :60], **kwargs)
+    with pytest.raises(ValueError, match="strength must be a share"):
+        pipe(chest(), upscaler_strength=0, **kwargs)
 
 
 def test_stage_folders_and_combined_folders_load_by_their_class(base_pipe, upscale_pipe, tmp_path):

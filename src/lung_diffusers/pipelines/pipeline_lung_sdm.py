@@ -298,6 +298,11 @@ class LungSDMPipeline(LungDiffusionPipeline):
         low-resolution image and noise level (:class:`LungSDMUpscalePipeline`)."""
         return latents, None
 
+    def start_of_chain(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The timesteps to run (after ``set_timesteps``) and the sample they start from: the whole chain from the
+        noise for an SDM; an upscaler with ``strength < 1`` starts part-way, from its upsampled input noised."""
+        return self.scheduler.timesteps, latents
+
     def denoise(
         self,
         labels: torch.Tensor,
@@ -333,7 +338,7 @@ class LungSDMPipeline(LungDiffusionPipeline):
 
         latents = self.prepare_latents((batch, channels, height, width), dtype, device, generator, latents)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        timesteps, latents = self.start_of_chain(latents)
         self._num_timesteps = len(timesteps)
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 

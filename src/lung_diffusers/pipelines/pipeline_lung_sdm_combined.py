@@ -19,7 +19,7 @@ from ..ct import HU_WINDOW, as_label_tensor, image_from_model_range, label_schem
 from ..models import SemanticUNet2DModel
 from .lung_pipeline import LungDiffusionPipeline
 from .pipeline_lung_sdm import LungSDMPipeline
-from .pipeline_lung_sdm_upscale import DEFAULT_NOISE_LEVEL, LungSDMUpscalePipeline
+from .pipeline_lung_sdm_upscale import DEFAULT_NOISE_LEVEL, DEFAULT_STRENGTH, LungSDMUpscalePipeline
 
 
 @dataclass
@@ -174,6 +174,7 @@ class LungSDMCombinedPipeline(LungDiffusionPipeline):
         upscaler_num_inference_steps: int = 25,
         upscaler_guidance_scale: float = 1.0,
         noise_level: int = DEFAULT_NOISE_LEVEL,
+        upscaler_strength: float = DEFAULT_STRENGTH,
         generator: torch.Generator | list[torch.Generator] | int | None = None,
         upscaler_generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
@@ -191,6 +192,8 @@ class LungSDMCombinedPipeline(LungDiffusionPipeline):
             num_inference_steps, guidance_scale: stage 1's.
             upscaler_num_inference_steps, upscaler_guidance_scale, noise_level: stage 2's (see
                 :class:`LungSDMUpscalePipeline`).
+            upscaler_strength: stage 2's ``strength``: the share of its ``upscaler_num_inference_steps`` it runs,
+                from stage 1's image upsampled and noised (0.4: 10 of 25; 1.0: all, from pure noise).
             generator: a `torch.Generator` (a list: one per image), or an integer seed; used by stage 1 and, unless
                 ``upscaler_generator`` is given, by stage 2 after it, so one seed reproduces both stages.
             upscaler_generator: stage 2's own generator(s).
@@ -202,6 +205,9 @@ class LungSDMCombinedPipeline(LungDiffusionPipeline):
         """
         if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
             generator = torch.Generator().manual_seed(int(generator))
+        # Stage 2's own settings are checked before stage 1 runs, so a bad one costs no sampling.
+        self.upscaler.check_noise_level(noise_level)
+        self.upscaler.check_strength(upscaler_strength)
         labels = as_label_tensor(mask_image, self.unet.config.num_classes)
         low_labels = self.low_res_label_maps(labels)
         low = self.base(
@@ -218,6 +224,7 @@ class LungSDMCombinedPipeline(LungDiffusionPipeline):
             full_labels,
             noise_level=noise_level,
             num_inference_steps=upscaler_num_inference_steps,
+            strength=upscaler_strength,
             guidance_scale=upscaler_guidance_scale,
             generator=upscaler_generator if upscaler_generator is not None else generator,
             output_type=output_type,
