@@ -134,6 +134,31 @@ def test_bad_input_is_refused_before_any_model_loads(phantom_recipe, tiny_pipeli
     assert evaluate("--dataset", phantom_recipe, "--output", tmp_path / "r", "--pipeline", tiny_pipelines[0],
                     "--diversity-seeds", 1) == 2  # fmt: skip
     assert "at least 2" in capsys.readouterr().err
+    assert evaluate("--dataset", phantom_recipe, "--output", tmp_path / "r", "--pipeline", tiny_pipelines[0],
+                    "--upscaler-strength", 0.5) == 2  # fmt: skip
+    assert "needs --upscaler" in capsys.readouterr().err
+
+
+def test_the_cascade_strength_reaches_the_pipeline_and_its_cache_key(tmp_path):
+    from lung_diffusers.evaluation.content_cache import ContentCache
+    from lung_diffusers.evaluation.generated_slices import GeneratedSlices, SamplerSettings
+
+    calls = []
+
+    class Recorder:
+        config = type("Config", (), {"hu_window": (-1000, 400)})
+
+        def __call__(self, masks, **kwargs):
+            calls.append(kwargs)
+            return type("Out", (), {"images": np.full((len(masks), *masks.shape[1:]), -500.0)})()
+
+    plain = SamplerSettings("dpm", 25, 1.0, upscaler_steps=25)
+    strong = SamplerSettings("dpm", 25, 1.0, upscaler_steps=25, upscaler_strength=0.6)
+    assert "upscaler_strength" not in plain.key_fields()  # caches from before the option stay valid
+    assert strong.key_fields()["upscaler_strength"] == 0.6 and "strength 0.6" in strong.label
+    drawn = GeneratedSlices(Recorder(), "model", ContentCache(tmp_path))
+    drawn._call([np.ones((8, 8), np.uint8)], [0], strong)
+    assert calls[-1]["upscaler_strength"] == 0.6 and calls[-1]["upscaler_num_inference_steps"] == 25
 
 
 def test_a_synthesize_folder_is_evaluated_as_a_model(phantom_recipe, tiny_pipelines, tmp_path, datasets_cache):

@@ -218,6 +218,7 @@ def test_the_cascade_end_to_end_resumes_without_sampling_again(
     settings = report["settings"]
     assert (settings["resolution"], settings["low_res_size"], settings["upscaler_steps"]) == (64, 32, 2)
     assert (settings["scheduler"], settings["noise_level"], settings["guidance_scale"]) == ("DPM-Solver++", 20, 1.0)
+    assert settings["upscaler_strength"] == 0.4  # the pipeline's default: the last share of the steps, from stage 1
     assert (settings["num_masks"], settings["nodule_masks"], settings["nodule_images"]) == (4, 2, 4)
     assert settings["real_nodule_splits"] == ["test", "train"] and settings["real_nodules"] == 2
     assert set(report["targets_met"]) == {
@@ -235,7 +236,10 @@ def test_the_cascade_end_to_end_resumes_without_sampling_again(
     assert report["cascade"]["sharpness"]["images"] == 4 and report["cascade"]["stage_agreement"]["images"] == 8
     # The phantoms' real nodules (grey 170 against lung at 25: about 800 HU) meet the contrast rule.
     assert report["cascade"]["real_nodule_contrast"]["median_hu"] > 600
-    assert "stage 1: DPM-Solver++, 2 steps at 32 px; stage 2: DPM-Solver++, 2 steps at 64 px" in report["verdict"]
+    assert (
+        "stage 1: DPM-Solver++, 2 steps at 32 px; stage 2: DPM-Solver++, 2 steps (the last 1 at strength 0.4, from stage 1 "
+        "noised) at 64 px" in report["verdict"]
+    )
 
     lines = (output / "cascade_per_image.jsonl").read_text().splitlines()
     assert len(lines) == 8 and sum("grid" in json.loads(line) for line in lines) == 2
@@ -269,6 +273,7 @@ def test_the_cascade_end_to_end_resumes_without_sampling_again(
         ({"--upscaler_steps": "26"}, "at most 25"),
         ({"--upscaler": "base"}, "holds a LungSDMPipeline, not a LungSDMUpscalePipeline"),
         ({"--nodule_diameters_mm": "-4"}, "must be positive"),
+        ({"--upscaler_strength": "0"}, "--upscaler_strength must be in (0, 1]"),
     ],
 )
 def test_bad_cascade_options_are_one_line_and_exit_2(stage_folders, tmp_path, capsys, change, message):

@@ -120,9 +120,12 @@ def cascade_goals(summary: dict) -> dict[str, bool]:
 
 def settings_text(settings: dict) -> str:
     """The sampling settings of every figure, in one line."""
+    strength = settings.get("upscaler_strength", 1.0)  # reports from before strength started from pure noise
+    steps = settings["upscaler_steps"]
+    run = "" if strength >= 1 else f" (the last {max(1, int(steps * strength))} at strength {strength:g}, from stage 1 noised)"
     return (
         f"stage 1: {settings['scheduler']}, {_count(settings['num_inference_steps'], 'step')} at "
-        f"{settings['low_res_size']} px; stage 2: {settings['scheduler']}, {_count(settings['upscaler_steps'], 'step')} "
+        f"{settings['low_res_size']} px; stage 2: {settings['scheduler']}, {_count(steps, 'step')}{run} "
         f"at {settings['resolution']} px, noise "
         f"level {settings['noise_level']}; guidance {settings['guidance_scale']:g} in both"
     )

@@ -56,6 +56,8 @@ def register(subparsers) -> None:
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
     parser.add_argument("--upscaler-steps", type=int, default=25, help="the cascade's second-stage steps (default 25)")
     parser.add_argument("--noise-level", type=int, default=None, help="the cascade's noise level (default: the pipeline's)")
+    parser.add_argument("--upscaler-strength", type=float, default=None,
+                        help="the share of the second stage's steps it runs, from stage 1 noised (default: the pipeline's)")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per held-out mask (default 0)")
     parser.add_argument("--max-masks", type=int, help="held-out masks to draw, spread over the split (default all)")
     parser.add_argument("--diversity-masks", type=int, default=16, help="masks for diversity (default 16)")
@@ -84,9 +86,12 @@ def settings_from_args(args: argparse.Namespace):
     sampler = SamplerSettings(
         args.scheduler, args.steps, args.guidance,
         upscaler_steps=args.upscaler_steps if cascade else None, noise_level=args.noise_level if cascade else None,
+        upscaler_strength=args.upscaler_strength if cascade else None,
     )  # fmt: skip
     if args.steps < 1 or (cascade and args.upscaler_steps < 1):
         raise ValueError("--steps and --upscaler-steps must be at least 1")
+    if args.upscaler_strength is not None and not (cascade and 0 < args.upscaler_strength <= 1):
+        raise ValueError("--upscaler-strength must be in (0, 1] (1: pure noise) and needs --upscaler")
     return EvaluationSettings(
         dataset=args.dataset,
         pipelines=args.pipeline,

@@ -27,10 +27,18 @@ TIMINGS = "timings"
 class SamplerSettings(SamplerSetting):
     """How the images are drawn: a sampler of :mod:`lung_diffusers.scheduler_registry`, its steps and guidance
     (:class:`~lung_diffusers.evaluation.sampler_study.SamplerSetting`) and, for a 256-px cascade, the second
-    stage's steps and noise level (`None`: its default)."""
+    stage's steps, noise level and strength (`None`: its default)."""
 
     upscaler_steps: int | None = None
     noise_level: int | None = None
+    upscaler_strength: float | None = None
+
+    def key_fields(self) -> dict:
+        """The fields a cache key hashes; an unset strength is left out, so caches from before it stay valid."""
+        fields = dataclasses.asdict(self)
+        if fields["upscaler_strength"] is None:
+            del fields["upscaler_strength"]
+        return fields
 
     @property
     def label(self) -> str:
@@ -38,6 +46,8 @@ class SamplerSettings(SamplerSetting):
         if self.upscaler_steps is not None:
             level = "default" if self.noise_level is None else self.noise_level
             text += f"; stage 2: {self.upscaler_steps} steps, noise level {level}"
+            if self.upscaler_strength is not None:
+                text += f", strength {self.upscaler_strength:g}"
         return text
 
 
@@ -64,7 +74,7 @@ class GeneratedSlices:
         return None if timing is None else float(timing[0] / timing[1])
 
     def _timing_key(self, settings: SamplerSettings) -> str:
-        return content_key(self.model_key, dataclasses.asdict(settings), TIMINGS)
+        return content_key(self.model_key, settings.key_fields(), TIMINGS)
 
     def draw(self, masks: SliceSet, seeds: Sequence[int], settings: SamplerSettings, desc: str = "sampling") -> SliceSet:
         """Every mask of ``masks`` once per seed (seed-major), as a :class:`SliceSet` of synthetic slices."""
@@ -73,7 +83,7 @@ class GeneratedSlices:
         seeds = [int(s) for s in seeds]
         plan = [(seed, row) for seed in seeds for row in range(len(masks))]
         keys = [
-            content_key(self.model_key, dataclasses.asdict(settings), masks.masks[row], seed) for seed, row in plan
+            content_key(self.model_key, settings.key_fields(), masks.masks[row], seed) for seed, row in plan
         ]
         missing = [i for i, key in enumerate(keys) if self.cache.get(SAMPLES, key) is None]
         if missing:
@@ -112,6 +122,8 @@ class GeneratedSlices:
             kwargs = {"upscaler_num_inference_steps": settings.upscaler_steps}
             if settings.noise_level is not None:
                 kwargs["noise_level"] = settings.noise_level
+            if settings.upscaler_strength is not None:
+                kwargs["upscaler_strength"] = settings.upscaler_strength
         hu = self.pipe(
             np.stack(masks),
             num_inference_steps=settings.steps,

@@ -5,7 +5,8 @@ upscaler's size on held-out masks (issue 17, item 6), resumable.
         --dataset_name ../train-runs/data/luna16-mini-all --output fidelity-cascade-256 --update_card
 
 Both stages sample with ``--scheduler`` (default DPM-Solver++), stage 1 with ``--num_inference_steps`` and stage 2
-with ``--upscaler_steps`` (at most 25) at ``--noise_level``, guidance ``--guidance_scale`` in both; every image has
+with ``--upscaler_steps`` (at most 25; it runs the last ``--upscaler_strength`` share of them, from the stage-1 image
+noised) at ``--noise_level``, guidance ``--guidance_scale`` in both; every image has
 its own generator seeded with its seed, which drives both stages. Three sets of images:
 
 - **the held-out masks** (every mask of the split, or ``--max_masks``), once per ``--seeds``: lung Dice and HU
@@ -226,6 +227,7 @@ def sample_cascade(
             upscaler_num_inference_steps=args.upscaler_steps,
             upscaler_guidance_scale=guidance,
             noise_level=args.noise_level,
+            upscaler_strength=args.upscaler_strength,
             generator=[torch.Generator().manual_seed(image.seed) for image in batch],
             output_type="hu",
         )
@@ -380,6 +382,7 @@ def main(args: argparse.Namespace) -> dict:
         "upscaler_steps": args.upscaler_steps,
         "guidance_scale": args.guidance_scale,
         "noise_level": args.noise_level,
+        "upscaler_strength": args.upscaler_strength,
         "resolution": resolution,
         "hu_window": list(hu_window),
     }
@@ -456,6 +459,7 @@ def main(args: argparse.Namespace) -> dict:
         "mid_chest_masks": sum(mid_chest.values()),
         **{key: key_settings[key] for key in ("scheduler", "num_inference_steps", "upscaler_steps", "guidance_scale")},
         "noise_level": args.noise_level,
+        "upscaler_strength": args.upscaler_strength,
         "seeds": list(args.seeds),
         "air_threshold_hu": fidelity.AIR_THRESHOLD_HU,
         "soft_tissue_margin_px": margin,

@@ -57,7 +57,7 @@ from ..evaluation.fidelity_report import (
 from ..evaluation.report_json import json_ready
 from ..output_folder import check_output_folder, output_folder
 from ..pipelines import load_pipeline as load_sdm_pipeline
-from ..pipelines.pipeline_lung_sdm_upscale import DEFAULT_NOISE_LEVEL
+from ..pipelines.pipeline_lung_sdm_upscale import DEFAULT_NOISE_LEVEL, DEFAULT_STRENGTH
 from ..scheduler_registry import DEFAULT_SCHEDULER, get_entry, scheduler_names
 from . import cascade_evaluation
 from .cascade_evaluation import MAX_UPSCALER_STEPS, RECORDS_FILE
@@ -130,6 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--noise_level", type=int, default=DEFAULT_NOISE_LEVEL,
         help=f"stage 2's augmentation level of the stage-1 image (default {DEFAULT_NOISE_LEVEL})",
     )  # fmt: skip
+    cascade.add_argument(
+        "--upscaler_strength", type=float, default=DEFAULT_STRENGTH,
+        help=f"stage 2's share of its steps, from the stage-1 image noised part-way (default {DEFAULT_STRENGTH}; 1: pure noise)",
+    )  # fmt: skip
     cascade.add_argument("--nodule_masks", type=int, default=8, help="nodule-free mid-chest masks that get nodules")
     cascade.add_argument(
         "--nodule_diameters_mm", type=float, nargs="+", default=[4.0, 6.0, 10.0, 20.0], help="placed nodules' diameters"
@@ -163,6 +167,8 @@ def check_args(args: argparse.Namespace) -> None:
             )
         if args.noise_level < 0:
             raise ValueError(f"--noise_level must be 0 or more, got {args.noise_level}")
+        if not 0 < args.upscaler_strength <= 1:
+            raise ValueError(f"--upscaler_strength must be in (0, 1] (1: stage 2 from pure noise), got {args.upscaler_strength}")
         if not all(math.isfinite(d) and d > 0 for d in args.nodule_diameters_mm):
             raise ValueError(f"--nodule_diameters_mm must be positive, got {args.nodule_diameters_mm}")
         _check_pipeline_folder(args.upscaler, "--upscaler", LungSDMUpscalePipeline.__name__, "a super-resolution stage")
