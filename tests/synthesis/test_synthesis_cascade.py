@@ -80,10 +80,12 @@ def test_images_come_through_both_stages_at_the_upscalers_size(cascade_run, stag
             str(upscaler), None, weights_sha256(upscaler)
         )
         assert (row["num_inference_steps"], row["upscaler_num_inference_steps"], row["noise_level"]) == (2, 2, 100)
+        assert row["upscaler_strength"] == 0.4  # the pipeline's default, resolved and recorded
 
     settings = json.loads((cascade_run / "synthesis_settings.json").read_text())
     assert (settings["image_size"], settings["low_res_size"]) == (SIDE, LOW)
     assert settings["upscaler_weights_sha256"] == weights_sha256(upscaler) and settings["upscaler_configs_sha256"]
+    assert settings["upscaler_strength"] == 0.4
 
     # Masks are taken at the second stage's size, so nodules placed in mm are sized with its pixel spacing.
     pixel_mm = PIXEL_MM * STORED_SIZE / SIDE
@@ -98,6 +100,7 @@ def test_images_come_through_both_stages_at_the_upscalers_size(cascade_run, stag
     assert "This dataset is synthetic" in card
     assert f"every image is a {SIDE}-px output of the second stage" in card and "two-stage cascade" in card
     assert f"stage 2 (`{upscaler}`" in card and f"weights sha256 `{weights_sha256(upscaler)}`" in card
+    assert "noise level 100, strength 0.4 (it starts from the first stage's image upsampled and noised" in card
 
 
 def test_an_interrupted_cascade_run_resumes_to_the_same_rows(cascade_run, inputs, stages, tmp_path, monkeypatch):
@@ -130,6 +133,13 @@ def test_a_cascade_row_regenerates_bit_exactly_and_checks_the_upscalers_weights(
     assert regenerate_row(dataset, 5) == stored[5]["image"]["bytes"]  # both stages loaded from the row's columns
 
     batch = [dataset[i] for i in (4, 5)]
+    # The row's strength reaches the pipeline: at 1 (the whole chain) the same seeds give other images. Rows from
+    # before the strength was recorded (no such column) ran the whole chain, and regenerate so.
+    pipe = load_pipeline(resolve_checkpoint(str(stages[0])), "DPMSolverMultistepScheduler", upscaler=resolve_checkpoint(str(stages[1])))
+    whole_chain = regenerate_batch([{**row, "upscaler_strength": 1.0} for row in batch], pipe=pipe)
+    assert whole_chain[1] != stored[5]["image"]["bytes"]
+    unrecorded = [{k: v for k, v in row.items() if k != "upscaler_strength"} for row in batch]
+    assert regenerate_batch(unrecorded, pipe=pipe) == whole_chain
     with pytest.raises(ValueError, match="made by both stages of a cascade, and pipe= is not such a pipeline"):
         regenerate_batch(batch, pipe=load_pipeline(resolve_checkpoint(str(stages[0])), "DPMSolverMultistepScheduler"))
     batch[0] = {**batch[0], "upscaler_sha256": "0" * 64}
@@ -146,6 +156,15 @@ def test_a_resume_compares_the_upscaler_by_content(cascade_run, inputs, stages, 
         run_in_process(cascade_argv(inputs, stages, output, upscaler=None, upscaler_steps=None))
     with pytest.raises(ValueError, match="holds another run .*upscaler_num_inference_steps: 2 there, 3 now"):
         run_in_process(cascade_argv(inputs, stages, output, upscaler_steps=3))
+    with pytest.raises(ValueError, match="holds another run .*upscaler_strength: 0.4 there, 1.0 now"):
+        run_in_process(cascade_argv(inputs, stages, output, upscaler_strength=1))
+    # A cascade run from before the strength was recorded ran stage 2's whole chain: no flag resumes it as it was.
+    old = shutil.copytree(cascade_run, tmp_path / "old")
+    settings = json.loads((old / "synthesis_settings.json").read_text())
+    del settings["upscaler_strength"]
+    (old / "synthesis_settings.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="from before synthesize recorded --upscaler-strength .*new --output folder"):
+        run_in_process(cascade_argv(inputs, stages, old, upscaler_strength=1))
 
     monkeypatch.chdir(upscaler.parent)  # the same upscaler, spelled another way: the same run, nothing to make
     respelled = cascade_argv(inputs, stages, output, upscaler=os.path.relpath(upscaler))
@@ -155,11 +174,13 @@ def test_a_resume_compares_the_upscaler_by_content(cascade_run, inputs, stages, 
 
 def test_stage_two_options_need_an_upscaler_and_each_stage_its_own_flag(inputs, stages, tmp_path, capsys):
     from lung_diffusers.cli import main
-    from lung_diffusers.pipelines.pipeline_lung_sdm_upscale import DEFAULT_NOISE_LEVEL
+    from lung_diffusers.pipelines.pipeline_lung_sdm_upscale import DEFAULT_NOISE_LEVEL, DEFAULT_STRENGTH
     from lung_diffusers.synthesis.settings import DEFAULT_NOISE_LEVEL as SETTINGS_NOISE_LEVEL
+    from lung_diffusers.synthesis.settings import DEFAULT_UPSCALER_STRENGTH
 
     base, upscaler, _ = stages
-    assert SETTINGS_NOISE_LEVEL == DEFAULT_NOISE_LEVEL  # the --help default is the pipeline's
+    # The --help defaults are the pipeline's.
+    assert (SETTINGS_NOISE_LEVEL, DEFAULT_UPSCALER_STRENGTH) == (DEFAULT_NOISE_LEVEL, DEFAULT_STRENGTH)
     output = tmp_path / "refused"
     for options, message in (
         ({"upscaler": None, "upscaler_steps": 3}, "--upscaler-steps sets the cascade's second stage; give --upscaler as well"),
@@ -167,6 +188,9 @@ def test_stage_two_options_need_an_upscaler_and_each_stage_its_own_flag(inputs, 
         ({"upscaler_steps": 0}, "--upscaler-steps must be a positive integer, got 0"),
         ({"noise_level": -1}, "--noise-level must be an integer >= 0"),
         ({"noise_level": 5000}, "--noise-level: noise_level must be an integer step of the image-noising schedule, 0 to 999"),
+        ({"upscaler": None, "upscaler_steps": None, "upscaler_strength": 0.5}, "--upscaler-strength sets the cascade's second"),
+        ({"upscaler_strength": 0}, r"--upscaler-strength must be a share of the second stage's steps in \(0, 1\] .*got 0.0"),
+        ({"upscaler_strength": 1.5}, r"--upscaler-strength must be a share .*got 1.5"),
         ({"upscaler": base}, f"--upscaler {base} is a LungSDMPipeline folder; .*pass this one as --pipeline"),
         ({"pipeline": upscaler}, f"--pipeline {upscaler} is a LungSDMUpscalePipeline folder; .*as --upscaler"),
     ):

@@ -9,7 +9,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from ..atomic_write import write_text_atomically
 from ..data.dataset_card import CITATIONS
 from .dataset_files import CARD_FILE, CONTACT_SHEET, DATA_DIR, SETTINGS_FILE, SPLIT
-from .settings import SynthesisSettings
+from .settings import STRENGTH_BEFORE_RECORDED, SynthesisSettings
 from .summary import DatasetSummary, size_table
 
 TAGS = ["synthetic", "medical", "computed-tomography", "lung", "lung-nodule", "semantic-image-synthesis", "lung-diffusers"]
@@ -56,6 +56,7 @@ def dataset_card(settings: SynthesisSettings, summary: DatasetSummary, has_conta
     model, stages = "`LungSDMPipeline`", ""
     if settings.cascade:
         up_revision = f" at revision `{settings.upscaler_revision}`" if settings.upscaler_revision else ""
+        strength = STRENGTH_BEFORE_RECORDED if settings.upscaler_strength is None else settings.upscaler_strength
         side = settings.image_size
         model = (
             f"`LungSDMCombinedPipeline`, a two-stage cascade: every image is a {side}-px output of the second stage, "
@@ -66,7 +67,9 @@ def dataset_card(settings: SynthesisSettings, summary: DatasetSummary, has_conta
             f"`lung_diffusers.cascade.low_res_label_map` (nodules kept), stage 2 (`{settings.upscaler}`{up_revision}, "
             f"weights sha256 `{settings.upscaler_weights_sha256}`) draws {side} px from it with "
             f"{settings.upscaler_num_inference_steps} steps of the same sampler, guidance {settings.guidance_scale:g}, "
-            f"noise level {settings.noise_level}; one seed per image drives both stages |\n"
+            f"noise level {settings.noise_level}, strength {strength:g} (it starts from the first stage's image "
+            "upsampled and noised, and runs that share of its steps; 1: all, from pure noise); one seed per image "
+            "drives both stages |\n"
         )
     sheet = f"![A random sample of the synthetic slices and their masks]({CONTACT_SHEET})\n\n" if has_contact_sheet else ""
     provenance = (
@@ -75,8 +78,8 @@ def dataset_card(settings: SynthesisSettings, summary: DatasetSummary, has_conta
         else "See the mask dataset's card for the licence and citations of the scans its masks come from.\n"
     )
     cascade_columns = (
-        "| `upscaler`, `upscaler_revision`, `upscaler_sha256`, `upscaler_num_inference_steps`, `noise_level` | the "
-        "cascade's second stage, as `checkpoint`, and its steps and noise level |\n"
+        "| `upscaler`, `upscaler_revision`, `upscaler_sha256`, `upscaler_num_inference_steps`, `noise_level`, "
+        "`upscaler_strength` | the cascade's second stage, as `checkpoint`, and its steps, noise level and strength |\n"
         if settings.cascade
         else ""
     )

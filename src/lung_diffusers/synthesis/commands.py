@@ -9,7 +9,14 @@ import argparse
 from pathlib import Path
 
 from .schedulers import SCHEDULER_CLASSES
-from .settings import DEFAULT_BATCH_SIZE, DEFAULT_NOISE_LEVEL, DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_THREADS
+from .settings import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_NOISE_LEVEL,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    DEFAULT_THREADS,
+    DEFAULT_UPSCALER_STRENGTH,
+)
 
 
 def register(subparsers) -> None:
@@ -42,6 +49,13 @@ def register(subparsers) -> None:
         type=int,
         metavar="LEVEL",
         help=f"the second stage's augmentation level for stage 1's image (default {DEFAULT_NOISE_LEVEL})",
+    )
+    parser.add_argument(
+        "--upscaler-strength",
+        type=float,
+        metavar="S",
+        help="the share of the second stage's steps it runs, from stage 1's image upsampled and noised "
+        f"(default {DEFAULT_UPSCALER_STRENGTH}; 1: all of them, from pure noise)",
     )
     parser.add_argument(
         "--masks",
@@ -120,6 +134,7 @@ def request_from_args(args: argparse.Namespace):
         upscaler_revision=args.upscaler_revision,
         upscaler_steps=args.upscaler_steps,
         noise_level=args.noise_level,
+        upscaler_strength=args.upscaler_strength,
     )
 
 

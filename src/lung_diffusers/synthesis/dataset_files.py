@@ -83,6 +83,7 @@ CASCADE_FEATURES = {
     "upscaler_sha256": datasets.Value("string"),
     "upscaler_num_inference_steps": datasets.Value("int32"),
     "noise_level": datasets.Value("int32"),
+    "upscaler_strength": datasets.Value("float64"),
 }
 
 
@@ -133,6 +134,12 @@ def prepare_output_folder(output_dir: str | Path, settings: SynthesisSettings) -
             existing = SynthesisSettings.from_json(path.read_text())
         except (ValueError, TypeError, KeyError) as error:
             raise ValueError(f"{path} is not a settings file of this tool ({error}); use a new --output folder") from error
+        if existing.cascade and existing.upscaler_strength is None:
+            raise ValueError(
+                f"{output_dir} holds a cascade run from before synthesize recorded --upscaler-strength (its second "
+                "stage ran all its steps, from pure noise), which this version cannot resume; its rows load and "
+                "regenerate as they are. Choose a new --output folder"
+            )
         changed = settings.differences(existing)
         if changed:
             details = ", ".join(f"{name}: {getattr(existing, name)!r} there, {getattr(settings, name)!r} now" for name in changed)

@@ -49,12 +49,17 @@ def run_pipeline(
     ).images
 
 
-def upscaler_options(steps: int | None, noise_level: int | None, guidance_scale: float) -> dict:
-    """The combined pipeline's second-stage arguments (none without an upscaler): its steps and level, and the
-    first stage's guidance."""
+def upscaler_options(steps: int | None, noise_level: int | None, strength: float | None, guidance_scale: float) -> dict:
+    """The combined pipeline's second-stage arguments (none without an upscaler): its steps, level and strength,
+    and the first stage's guidance."""
     if steps is None:
         return {}
-    return dict(upscaler_num_inference_steps=steps, noise_level=noise_level, upscaler_guidance_scale=guidance_scale)
+    return dict(
+        upscaler_num_inference_steps=steps,
+        noise_level=noise_level,
+        upscaler_strength=strength,
+        upscaler_guidance_scale=guidance_scale,
+    )
 
 
 def png_metadata(row: dict) -> dict[str, str]:
@@ -97,6 +102,7 @@ def run_fields(settings: SynthesisSettings, device) -> dict:
             "upscaler_sha256": settings.upscaler_weights_sha256,
             "upscaler_num_inference_steps": settings.upscaler_num_inference_steps,
             "noise_level": settings.noise_level,
+            "upscaler_strength": settings.upscaler_strength,
         }
     return {
         "synthetic": True,
@@ -138,7 +144,9 @@ def generate_batch(pipe, sampler: MaskSampler, settings: SynthesisSettings, batc
     """The rows of global batch ``batch_index`` (``shared``: :func:`run_fields`)."""
     plans = [sampler.plan(index) for index in settings.batch_range(batch_index)]
     label_maps = np.stack([sampler.label_map(plan) for plan in plans])
-    stage_two = upscaler_options(settings.upscaler_num_inference_steps, settings.noise_level, settings.guidance_scale)
+    stage_two = upscaler_options(
+        settings.upscaler_num_inference_steps, settings.noise_level, settings.upscaler_strength, settings.guidance_scale
+    )
     images = run_pipeline(
         pipe, label_maps, [p.seed for p in plans], settings.num_inference_steps, settings.guidance_scale, **stage_two
     )

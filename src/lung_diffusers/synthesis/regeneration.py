@@ -2,7 +2,7 @@
 
 A row is reproduced bit for bit from its columns together with its batch mates (same ``batch_index``): the
 checkpoint (checked against ``checkpoint_sha256``; a cascade's upscaler against ``upscaler_sha256``), the
-scheduler, steps and guidance (and the second stage's steps and noise level), every image's seed and mask, and
+scheduler, steps and guidance (and the second stage's steps, noise level and strength), every image's seed and mask, and
 the torch thread count, on the same hardware and software (``device``, ``software``). The mask can
 also be rebuilt from the source dataset and the ``edit`` (:func:`rebuild_label_map`).
 """
@@ -19,6 +19,7 @@ from .checkpoint import load_pipeline, resolve_checkpoint
 from .generation import png_metadata, run_pipeline, synthetic_png_bytes, upscaler_options
 from .mask_plan import PlacedNodule, apply_edit
 from .mask_source import decode_mask
+from .settings import STRENGTH_BEFORE_RECORDED
 
 
 def pipeline_for(row: dict, cache_dir: str | None = None):
@@ -61,7 +62,12 @@ def regenerate_batch(rows: Sequence[dict], pipe=None, cache_dir: str | None = No
         made_by = "both stages of a cascade" if first.get("upscaler") is not None else "one stage"
         raise ValueError(f"these rows were made by {made_by}, and pipe= is not such a pipeline; pass pipe=None to load theirs")
     label_maps = np.stack([_label_map(row["mask"]) for row in rows])
-    stage_two = upscaler_options(first.get("upscaler_num_inference_steps"), first.get("noise_level"), first["guidance_scale"])
+    # A cascade's rows written before the strength was recorded have no such column: their stage 2 ran its whole chain.
+    strength = first.get("upscaler_strength")
+    strength = STRENGTH_BEFORE_RECORDED if strength is None else strength
+    stage_two = upscaler_options(
+        first.get("upscaler_num_inference_steps"), first.get("noise_level"), strength, first["guidance_scale"]
+    )
     with torch_threads(first["torch_threads"]):
         images = run_pipeline(
             pipe, label_maps, [row["seed"] for row in rows], first["num_inference_steps"], first["guidance_scale"],

@@ -36,7 +36,7 @@ from .generation import generate_batch, run_fields
 from .mask_plan import MaskSampler, nodule_size_range
 from .mask_source import MaskSource, load_mask_source, resolve_config
 from .schedulers import check_scheduler_name
-from .settings import DEFAULT_NOISE_LEVEL, MaskSpec, SynthesisRequest, SynthesisSettings
+from .settings import DEFAULT_NOISE_LEVEL, DEFAULT_UPSCALER_STRENGTH, MaskSpec, SynthesisRequest, SynthesisSettings
 
 
 @dataclass
@@ -152,6 +152,9 @@ def resolve_settings(
             low_res_size=unet.sample_size,
             upscaler_num_inference_steps=request.upscaler_steps or request.steps,
             noise_level=DEFAULT_NOISE_LEVEL if request.noise_level is None else request.noise_level,
+            upscaler_strength=(
+                DEFAULT_UPSCALER_STRENGTH if request.upscaler_strength is None else float(request.upscaler_strength)
+            ),
         )
     return SynthesisSettings(
         pipeline=checkpoint.name,

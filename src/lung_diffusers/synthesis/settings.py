@@ -28,6 +28,10 @@ DEFAULT_THREADS = 1
 # LungSDMUpscalePipeline's default augmentation level, repeated so that --help need not import torch (a test
 # checks that the two agree).
 DEFAULT_NOISE_LEVEL = 100
+# Its default strength (the share of its steps it runs, from stage 1's image upsampled and noised), likewise.
+DEFAULT_UPSCALER_STRENGTH = 0.4
+# A cascade's settings or rows written before the strength was recorded: stage 2 then ran its whole chain.
+STRENGTH_BEFORE_RECORDED = 1.0
 # "config" or "config/split" after the last colon of --masks.
 _CONFIG_SPLIT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
 
@@ -81,6 +85,7 @@ class SynthesisRequest:
     upscaler_revision: str | None = None
     upscaler_steps: int | None = None
     noise_level: int | None = None
+    upscaler_strength: float | None = None
 
     def check(self) -> None:
         """Refuse values that cannot work, before anything is loaded."""
@@ -92,13 +97,21 @@ class SynthesisRequest:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{flag} must be a positive integer, got {value!r}")
         stage_two = {"--upscaler-revision": self.upscaler_revision, "--upscaler-steps": self.upscaler_steps,
-                     "--noise-level": self.noise_level}  # fmt: skip
+                     "--noise-level": self.noise_level, "--upscaler-strength": self.upscaler_strength}  # fmt: skip
         given = [flag for flag, value in stage_two.items() if value is not None]
         if self.upscaler is None and given:
             raise ValueError(f"{given[0]} sets the cascade's second stage; give --upscaler as well")
         level = self.noise_level
         if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
             raise ValueError(f"--noise-level must be an integer >= 0 (0: no augmentation), got {level!r}")
+        strength = self.upscaler_strength
+        if strength is not None and (
+            isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1
+        ):
+            raise ValueError(
+                f"--upscaler-strength must be a share of the second stage's steps in (0, 1] (1: from pure noise), "
+                f"got {strength!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"--seed must be an integer in [0, 2**63), got {self.seed!r}")
         if not math.isfinite(self.guidance) or self.guidance < 0:
@@ -143,6 +156,9 @@ class SynthesisSettings:
         low_res_size: the first stage's side in a cascade (its maps are made from the full-resolution ones).
         upscaler_num_inference_steps, noise_level: the second stage's steps and augmentation level (its sampler
             is ``scheduler``, its guidance ``guidance_scale``, as the first stage's).
+        upscaler_strength: the share of those steps the second stage runs, from the first stage's image upsampled
+            and noised (``LungSDMCombinedPipeline``'s ``upscaler_strength``). None in a cascade's settings written
+            before it was recorded, whose second stage ran its whole chain (:data:`STRENGTH_BEFORE_RECORDED`).
     """
 
     pipeline: str
@@ -176,6 +192,7 @@ class SynthesisSettings:
     low_res_size: int | None = None
     upscaler_num_inference_steps: int | None = None
     noise_level: int | None = None
+    upscaler_strength: float | None = None
 
     @property
     def cascade(self) -> bool:
