@@ -10,8 +10,14 @@ import torch
 from diffusers import DDPMScheduler
 from lung_support import tiny_sdm
 
-from lung_diffusers import LungSDMPipeline, SemanticUNet2DModel, is_synthetic
+from lung_diffusers import LungSDMCombinedPipeline, LungSDMPipeline, SemanticUNet2DModel, demo, is_synthetic
 from lung_diffusers.demo import cli, main, parse_args
+
+
+@pytest.fixture(autouse=True)
+def no_default_upscaler(monkeypatch, tmp_path):
+    """The demo takes pipelines/lung-sdm-upscaler-256 when the working tree has it; these tests name theirs."""
+    monkeypatch.setattr(demo, "DEFAULT_UPSCALER", str(tmp_path / "no-default-upscaler"))
 
 
 @pytest.fixture
@@ -103,7 +109,9 @@ def test_bundled_demo_checkpoints_load_and_run(tmp_path):
         assert json.loads((folder / "training.json").read_text())["steps"] > 1000
 
 
-def test_with_an_upscaler_the_demo_draws_full_resolution_slices_through_both_stages(demo_pipeline, tmp_path, capsys):
+def test_with_an_upscaler_the_demo_draws_full_resolution_slices_through_both_stages(
+    demo_pipeline, tmp_path, capsys, monkeypatch
+):
     from lung_diffusers import LungSDMUpscalePipeline
 
     torch.manual_seed(1)
@@ -116,13 +124,25 @@ def test_with_an_upscaler_the_demo_draws_full_resolution_slices_through_both_sta
     labels = np.kron(np.asarray(PIL.Image.open(demo_pipeline / "example_masks" / "nodule.png")), np.ones((2, 2), np.uint8))
     PIL.Image.fromarray(labels).save(folder / "example_masks" / "nodule.png")
 
+    calls = []
+    call = LungSDMCombinedPipeline.__call__
+    monkeypatch.setattr(LungSDMCombinedPipeline, "__call__", lambda pipe, *a, **k: calls.append(k) or call(pipe, *a, **k))
     written = main(parse_args(["--pipeline", str(demo_pipeline), "--upscaler", str(folder), "--output",
-                               str(tmp_path / "out"), "--steps", "1", "--images-per-mask", "1"]))
+                               str(tmp_path / "out"), "--steps", "1", "--images-per-mask", "1",
+                               "--upscaler-strength", "0.5"]))
     slices = [p for p in written if p.name == "nodule_seed0.png"]
     assert slices and all(is_synthetic(p) for p in written)
     with PIL.Image.open(slices[0]) as image:
         assert image.size == (64, 64)  # the upscaler's size, from its 32-px first stage
-    assert "64-px images" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "64-px images" in printed and "1 steps per stage, upscaler strength 0.5)" in printed
+    assert calls and {(k["noise_level"], k["upscaler_strength"]) for k in calls} == {(100, 0.5)}
+    assert parse_args([]).upscaler_strength == 0.4  # the pipeline's default
+    for bad in ("0", "1.5", "nan"):  # refused in one line before anything loads
+        assert cli(["--pipeline", str(demo_pipeline), "--upscaler", str(folder), "--output", str(tmp_path / "bad"),
+                    "--upscaler-strength", bad]) == 2
+        assert "--upscaler-strength must be a share of the upscaler's steps in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="exclude each other"):
         main(parse_args(["--pipeline", str(demo_pipeline), "--upscaler", str(folder), "--no-upscaler",
                          "--output", str(tmp_path / "again")]))

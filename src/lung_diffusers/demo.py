@@ -29,6 +29,7 @@ import PIL.Image
 from .command_line import add_debug_argument, run_command
 from .output_folder import check_output_folder, output_folder
 from .scheduler_registry import DEFAULT_SCHEDULER, DEFAULT_STEPS, scheduler_names
+from .synthesis.settings import DEFAULT_UPSCALER_STRENGTH
 
 DEFAULT_PIPELINE = "pipelines/lung-sdm-64"
 # The cascade's second stage: when its folder is there, the demo draws 256-px slices through both stages.
@@ -65,6 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-upscaler", action="store_true", help="draw the first stage's 64-px slices only")
     parser.add_argument("--noise-level", type=int, default=100, help="the upscaler's augmentation level (0-999)")
+    parser.add_argument(
+        "--upscaler-strength",
+        type=float,
+        default=DEFAULT_UPSCALER_STRENGTH,
+        help="the share of the upscaler's steps it runs, from stage 1's image upsampled and noised "
+        f"(default {DEFAULT_UPSCALER_STRENGTH}; 1: all, from pure noise)",
+    )
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image")
     parser.add_argument("--images-per-mask", type=int, default=2, help="samples per mask")
@@ -124,6 +132,11 @@ def main(args: argparse.Namespace) -> list[Path]:
         )
     if not math.isfinite(args.guidance) or args.guidance < 0:
         raise ValueError(f"--guidance must be a finite number >= 0 (1: off), got {args.guidance:g}")
+    if not 0 < args.upscaler_strength <= 1:  # NaN too
+        raise ValueError(
+            f"--upscaler-strength must be a share of the upscaler's steps in (0, 1] (1: from pure noise), "
+            f"got {args.upscaler_strength:g}"
+        )
     check_output_folder(args.output, TOOL, args.overwrite)  # before the model loads and samples
     pipe = load_pipeline(args.pipeline, args.scheduler, device=None, pipeline_class=LungSDMPipeline, progress_bar=True)
     train_steps = pipe.scheduler.config.num_train_timesteps
@@ -139,8 +152,9 @@ def main(args: argparse.Namespace) -> list[Path]:
     with output_folder(args.output, TOOL, args.overwrite) as out:
         written = write_examples(pipe, examples, masks_dir, args, out)
     size = examples[0][1].shape[0]
+    stages = f" per stage, upscaler strength {args.upscaler_strength:g}" if upscaler else ""
     print(f"{len(examples)} masks x {args.images_per_mask} {size}-px images in {time.perf_counter() - started:.0f} s "
-          f"({args.scheduler}, {args.steps} steps{' per stage' if upscaler else ''}); all files are marked synthetic:")
+          f"({args.scheduler}, {args.steps} steps{stages}); all files are marked synthetic:")
     for path in written:
         print(f"  {path}")
     if upscaler is None and not args.no_upscaler:
@@ -172,7 +186,7 @@ def write_examples(pipe, examples, masks_dir: Path, args: argparse.Namespace, ou
         common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, num_images_per_prompt=args.images_per_mask)
         if hasattr(pipe, "upscaler"):  # both stages: the same steps and guidance for each
             common.update(upscaler_num_inference_steps=args.steps, upscaler_guidance_scale=args.guidance,
-                          noise_level=args.noise_level)  # fmt: skip
+                          noise_level=args.noise_level, upscaler_strength=args.upscaler_strength)  # fmt: skip
         hu = pipe(mask, generator=generators, output_type="hu", **common).images
         grey = [window_hu(h, pipe.config.hu_window) for h in hu]
         source = facts.get("source", f"{masks_dir}/{name}.png")
