@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from lung_diffusers import LungSDMUpscalePipeline
 from lung_diffusers.ct import ALL_NODULE_CLASSES, MALIGNANCY_SCHEME, NODULE, label_scheme
 
 from . import display
@@ -199,7 +200,13 @@ class SpaceHandlers:
         overlay = display.synthetic_overlay_view(result.grey[0], labels)
         pixel = spacing * self.size / side  # the images' own spacing
         written = write_synthesis(result, pixel, self.service.sdm_source, self.service.upscaler_source)
-        size_text = f" at {side} px (stage 1 at {self.size} px, then stage 2)" if cascade else ""
+        size_text = ""
+        if cascade:
+            kept = LungSDMUpscalePipeline.kept_steps(result.upscaler_steps, result.upscaler_strength)
+            size_text = (
+                f" at {side} px (stage 1 at {self.size} px, then stage 2 from its image upsampled and noised: "
+                f"strength {result.upscaler_strength:g}, the last {kept} of its {result.upscaler_steps} steps)"
+            )
         status = (
             f"{len(result.grey)} synthetic slice(s){size_text} with {scheduler}, {steps_text}, guidance "
             f"{float(guidance):g}, in {result.seconds:.1f} s. Downloads are marked synthetic (PNG text chunk, NIfTI "

@@ -45,6 +45,7 @@ from lung_diffusers.ct import label_scheme, window_hu
 from lung_diffusers.evaluation.fidelity import lung_dice
 from lung_diffusers.inpainting import insert_nodule, remove_nodule
 from lung_diffusers.pipelines.pipeline_lung_repaint import REPAINT_PRESETS
+from lung_diffusers.pipelines.pipeline_lung_sdm_upscale import DEFAULT_STRENGTH
 from lung_diffusers.scheduler_registry import get_entry
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ ProgressFactory = Callable[[str], Callable] | None
 @dataclass
 class Synthesis:
     """Images of one sampling run: ``grey`` uint8 ``(N, H, W)`` in the lung window, ``hu`` float32 ``(N, H, W)``;
-    ``upscaler_steps`` is set when they came through both stages of the cascade."""
+    ``upscaler_steps`` and ``upscaler_strength`` are set when they came through both stages of the cascade."""
 
     grey: np.ndarray
     hu: np.ndarray
@@ -96,6 +97,7 @@ class Synthesis:
     steps: int
     seeds: list[int]
     upscaler_steps: int | None = None
+    upscaler_strength: float | None = None
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,9 @@ class ModelService:
 
                 def second_stage(steps: int):
                     pipe = self.upscale_pipeline("DDIM")
-                    return pipe(low_res, full, num_inference_steps=steps, output_type="np")
+                    # The whole chain, so that each step is one pass (at the default strength 1 and 3 steps
+                    # both run one).
+                    return pipe(low_res, full, num_inference_steps=steps, strength=1.0, output_type="np")
 
                 second_stage(1)
                 self.timing[self.full_size] = StageTiming.measure(second_stage)
@@ -354,7 +358,8 @@ class ModelService:
         """``num_images`` slices for one label map; image ``k`` uses seed ``seed + k``.
 
         A label map at the upscaler's size is drawn through both stages (``steps`` for the first,
-        ``upscaler_steps`` for the second, default :data:`DEFAULT_UPSCALER_STEPS`), within the time budget.
+        ``upscaler_steps`` for the second, default :data:`DEFAULT_UPSCALER_STEPS`, of which it runs the last
+        ``DEFAULT_STRENGTH`` share from stage 1's image upsampled and noised), within the time budget.
         """
         labels = self.check_labels(labels)
         max_steps = int(self.sdm.scheduler.config.num_train_timesteps)
@@ -378,26 +383,32 @@ class ModelService:
             upscaler_steps = check_int("stage-2 steps", upscaler_steps, 1, MAX_UPSCALER_STEPS)
             self.check_budget(labels.shape[0], scheduler, steps, guidance, num_images, upscaler_steps)
             pipe = self.cascade_pipeline(scheduler, progress, (steps, upscaler_steps))
-            call.update(upscaler_num_inference_steps=upscaler_steps, upscaler_guidance_scale=guidance)
+            call.update(
+                upscaler_num_inference_steps=upscaler_steps,
+                upscaler_guidance_scale=guidance,
+                upscaler_strength=DEFAULT_STRENGTH,
+            )
         started = time.perf_counter()
         hu = pipe(labels, **call).images
         seconds = time.perf_counter() - started
         grey = window_hu(hu, tuple(pipe.config.hu_window))
-        return Synthesis(grey, hu, seconds, scheduler, steps, seeds, upscaler_steps)
+        strength = None if upscaler_steps is None else DEFAULT_STRENGTH
+        return Synthesis(grey, hu, seconds, scheduler, steps, seeds, upscaler_steps, strength)
 
     # ------------------------------------------------------------------ time
 
     def expected_seconds(self, size: int, scheduler: str, steps: int, guidance: float, num_images: int, upscaler_steps=None) -> float:
         """The expected wall time of one synthesis request on this machine, from the warm-up's timing.
 
-        Counts the U-Net passes the sampler really makes (Heun: two per step but the last), twice for guidance.
+        Counts the U-Net passes the sampler really makes (Heun: two per step but the last; stage 2 only its last
+        ``DEFAULT_STRENGTH`` share of steps), twice for guidance.
         """
         batch = num_images * (1 if float(guidance) == 1.0 else 2)
         passes = model_passes(scheduler, int(steps), self.sdm.scheduler.config)
         seconds = self.timing[self.size].seconds(passes, batch)
         if size != self.size:
             stage_two = DEFAULT_UPSCALER_STEPS if upscaler_steps is None else int(upscaler_steps)
-            passes = model_passes(scheduler, stage_two, self.upscaler.scheduler.config)
+            passes = model_passes(scheduler, stage_two, self.upscaler.scheduler.config, DEFAULT_STRENGTH)
             seconds += self.timing[size].seconds(passes, batch)
         return seconds
 
@@ -516,7 +527,11 @@ def write_synthesis(synthesis: Synthesis, pixel_mm: float, source: str, upscaler
             "pipeline": source,
         }
         if synthesis.upscaler_steps is not None:
-            metadata.update(upscaler=str(upscaler), upscaler_steps=str(synthesis.upscaler_steps))
+            metadata.update(
+                upscaler=str(upscaler),
+                upscaler_steps=str(synthesis.upscaler_steps),
+                upscaler_strength=f"{synthesis.upscaler_strength:g}",
+            )
         written.append(save_synthetic_png(grey, stem.with_suffix(".png"), metadata))
         written.append(save_synthetic_nifti(hu, f"{stem}.nii.gz", spacing=(pixel_mm, pixel_mm)))
     return written
@@ -557,11 +572,13 @@ def load_upscaler(source: str, sdm: LungSDMPipeline) -> LungSDMUpscalePipeline:
     return upscaler
 
 
-def model_passes(scheduler: str, steps: int, config) -> int:
-    """U-Net passes of one stage's sampling loop (the length of the scheduler's timesteps)."""
+def model_passes(scheduler: str, steps: int, config, strength: float = 1.0) -> int:
+    """U-Net passes of one stage's sampling loop: the scheduler's timesteps, less those an upscaler skips at
+    ``strength < 1`` (as :meth:`LungSDMUpscalePipeline.start_of_chain` cuts them)."""
     sampler = make_scheduler(scheduler, config)
     sampler.set_timesteps(steps)
-    return len(sampler.timesteps)
+    skipped = (steps - LungSDMUpscalePipeline.kept_steps(steps, strength)) * sampler.order
+    return len(sampler.timesteps) - skipped
 
 
 _load_lock = threading.Lock()

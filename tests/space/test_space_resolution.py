@@ -70,8 +70,9 @@ def handlers(service):
 
 @pytest.fixture
 def timed(service, monkeypatch):
-    """The service with a known timing: 0.1 s per first-stage pass, 1 s per second-stage pass, no fixed part."""
-    monkeypatch.setattr(service, "timing", {LOW: StageTiming(0.0, 0.1), FULL: StageTiming(0.0, 1.0)})
+    """The service with a known timing: 0.1 s per first-stage pass, 2.5 s per second-stage pass (1 s per stage-2
+    step asked for: at the default strength 0.4 it runs 8 of 20, 10 of 25), no fixed part."""
+    monkeypatch.setattr(service, "timing", {LOW: StageTiming(0.0, 0.1), FULL: StageTiming(0.0, 2.5)})
     return service
 
 
@@ -92,6 +93,16 @@ def test_the_second_stage_adds_a_resolution_its_examples_and_a_warm_up_timing(se
         handlers.side("128 px")
 
     # Found like the other models: the environment, else pipelines/lung-sdm-upscaler-256 (absent here: 64 px only).
+    # Stage 2 is timed over its whole chain (strength 1): 1 + 3 steps are 4 passes, as the timing assumes (at the
+    # default strength both calls would run one).
+    passes = []
+    forward = service.upscaler.unet.forward
+    monkeypatch.setattr(service.upscaler.unet, "forward", lambda *a, **k: passes.append(1) or forward(*a, **k))
+    monkeypatch.setattr(service, "timing", {})
+    service.warm_up()
+    assert len(passes) == 1 + 1 + 3 and set(service.timing) == {LOW, FULL}
+    monkeypatch.undo()
+
     monkeypatch.setenv(model_service.UPSCALER_ENV, str(folders[1]))
     assert model_service.optional_pipeline(model_service.UPSCALER_ENV, model_service.UPSCALER_FOLDER) == str(folders[1])
     monkeypatch.delenv(model_service.UPSCALER_ENV)
@@ -114,12 +125,14 @@ def test_full_resolution_slices_come_through_both_stages_stamped_and_marked(hand
         assert picture.shape == (512 + display.banner_height(512), 512, 3)
         np.testing.assert_array_equal(display.stamp_region(picture), display.synthetic_banner(512))
     assert "2 synthetic slice(s) at 64 px" in status and "DDIM, 2 + 3 steps" in status
+    assert "then stage 2 from its image upsampled and noised: strength 0.4, the last 1 of its 3 steps)" in status
     pngs = sorted(f for f in files if f.endswith(".png"))
     assert [f.rsplit("/", 1)[1] for f in pngs] == ["synthetic_64px_ddim_2+3steps_seed4.png", "synthetic_64px_ddim_2+3steps_seed5.png"]
     for path in files:
         assert is_synthetic(path)
     with PIL.Image.open(pngs[0]) as image:
         assert image.size == (FULL, FULL) and image.info["upscaler_steps"] == "3"
+        assert image.info["upscaler_strength"] == "0.4"
     nifti = sitk.ReadImage(next(f for f in files if f.endswith("seed4.nii.gz")))
     assert nifti.GetSpacing() == pytest.approx((spacing * LOW / FULL,) * 2)  # the full-resolution pixels' own
 
@@ -132,7 +145,7 @@ def test_full_resolution_slices_come_through_both_stages_stamped_and_marked(hand
         generator=[torch.Generator().manual_seed(s) for s in (4, 5)], output_type="hu",
     ).images  # fmt: skip
     np.testing.assert_array_equal(result.hu, direct)
-    assert result.upscaler_steps == 3 and result.grey.shape == (2, FULL, FULL)
+    assert (result.upscaler_steps, result.upscaler_strength) == (3, 0.4) and result.grey.shape == (2, FULL, FULL)
 
     # The SDM's own size is unchanged: no stage 2, captions and files as before.
     gallery, _, files, status = handlers.generate(editor(chest(LOW)), "DDIM", 2, 1.0, 0, 1, spacing)
@@ -141,10 +154,11 @@ def test_full_resolution_slices_come_through_both_stages_stamped_and_marked(hand
 
 
 def test_expected_time_and_step_limits_keep_a_full_resolution_request_within_the_budget(timed, handlers):
-    # 20 + 20 DDIM steps: 20 x 0.1 s + 20 x 1 s per image; guidance doubles the passes; Heun takes 2n - 1 per stage.
+    # 20 + 20 DDIM steps: 20 x 0.1 s + 8 x 2.5 s per image (stage 2 runs the last 8 of its 20 steps); guidance
+    # doubles the passes; Heun takes 2n - 1 per stage (stage 2: of its 8 steps).
     assert timed.expected_seconds(FULL, "DDIM", 20, 1.0, 1, 20) == pytest.approx(22.0)
     assert timed.expected_seconds(FULL, "DDIM", 20, 1.5, 2, 20) == pytest.approx(88.0)
-    assert timed.expected_seconds(FULL, "Heun", 20, 1.0, 1, 20) == pytest.approx(39 * 0.1 + 39 * 1.0)
+    assert timed.expected_seconds(FULL, "Heun", 20, 1.0, 1, 20) == pytest.approx(39 * 0.1 + 15 * 2.5)
     assert timed.expected_seconds(LOW, "DDIM", 20, 1.0, 3) == pytest.approx(6.0)
     # 4 images with 25 stage-2 steps leave 20 s: 50 first-stage steps. The SDM's own size keeps its range.
     assert timed.max_steps(FULL, "DDIM", 1.0, 4, 25) == 50
