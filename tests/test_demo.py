@@ -146,3 +146,25 @@ def test_with_an_upscaler_the_demo_draws_full_resolution_slices_through_both_sta
     with pytest.raises(ValueError, match="exclude each other"):
         main(parse_args(["--pipeline", str(demo_pipeline), "--upscaler", str(folder), "--no-upscaler",
                          "--output", str(tmp_path / "again")]))
+
+
+def test_bundled_cascade_draws_256_px_slices_that_follow_its_first_stage(tmp_path):
+    """pipelines/lung-sdm-64 then pipelines/lung-sdm-upscaler-256 on the upscaler's example mask, a few steps: a
+    256-px slice, marked synthetic, with air, lungs and body where the mask puts them, that agrees with stage 1."""
+    upscaler = REPO / "pipelines" / "lung-sdm-upscaler-256"
+    pipe = LungSDMCombinedPipeline.from_stages(REPO / "pipelines" / "lung-sdm-64", upscaler)
+    pipe.set_progress_bar_config(disable=True)
+    labels = np.asarray(PIL.Image.open(upscaler / "example_masks" / "healthy.png"))
+    out = pipe(labels, num_inference_steps=8, upscaler_num_inference_steps=5, generator=0, output_type="hu")
+    hu = out.images[0]
+    assert out.synthetic and hu.shape == labels.shape == (256, 256)
+    assert np.median(hu[labels == 0]) < -900 and np.median(hu[np.isin(labels, (2, 3))]) < -600
+    assert -200 < np.median(hu[labels == 1]) < 200
+    low_hu = out.low_res_images[0] * 1400 - 1000
+    down = hu.reshape(64, 4, 64, 4).mean(axis=(1, 3))
+    body = out.low_res_label_maps[0] > 0
+    # Within 100 HU at these few steps (the fidelity evaluation measures the 60-HU goal at the default steps).
+    assert np.abs(down - low_hu)[body].mean() < 100
+    card = (upscaler / "README.md").read_text()
+    assert "| steps |" in card and "synthetic" in card and "64-px crops" in card
+    assert json.loads((upscaler / "training.json").read_text())["steps"] >= 7000

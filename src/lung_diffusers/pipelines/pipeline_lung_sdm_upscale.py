@@ -250,6 +250,7 @@ class LungSDMUpscalePipeline(LungSDMPipeline):
         side = self.unet.config.sample_size
         return (
             f"labels = np.zeros(({side}, {side}), dtype=np.uint8)  # the full-size label map\n"
-            "image = pipe(low_res_image, labels, noise_level=100, num_inference_steps=25).images[0]\n"
+            "# stage 2 runs the last 40% of its 25 steps, from low_res_image (stage 1's output) upsampled and noised\n"
+            "image = pipe(low_res_image, labels, noise_level=100, num_inference_steps=25, strength=0.4).images[0]\n"
             'save_synthetic_png(image, "synthetic.png")  # keeps the synthetic mark'
         )
