@@ -2,12 +2,14 @@
 cores, batch 1), against the thesis-style baseline: the seed-size 256-px SDM's forward time x 1000 DDPM steps.
 
 Stage 1 is the bundled ``pipelines/lung-sdm-64`` (DPM-Solver++). Stage 2 is ``--upscaler`` (a LungSDMUpscalePipeline
-folder, e.g. an export of the training run), or, without it, a randomly initialised U-Net of the demo run's shape:
-its speed does not depend on its weights. Both stages run on the 256-px example map, with mask features reused.
-Measure with no training running (`benchmarks/README.md`).
+folder; default the bundled ``pipelines/lung-sdm-upscaler-256``), or, with ``--random-upscaler``, a randomly
+initialised U-Net of the demo run's shape: its speed does not depend on its weights. Stage 2 runs the last
+``--upscaler-strength`` share of its steps (the pipeline's default 0.4: 10 of 25). Both stages run on the 256-px
+example map, with mask features reused. Measure with no training running (`benchmarks/README.md`).
 
-    python benchmarks/benchmark_cascade.py [--upscaler FOLDER] [--steps 25] [--upscaler-steps 25] [--repeats 3]
-                                           [--threads 2] [--skip-baseline] [--quick] [--json FILE]
+    python benchmarks/benchmark_cascade.py [--upscaler FOLDER | --random-upscaler] [--steps 25] [--upscaler-steps 25]
+                                           [--upscaler-strength 0.4] [--repeats 3] [--threads 2] [--skip-baseline]
+                                           [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE = REPO_ROOT / "pipelines" / "lung-sdm-64"
+BUNDLED_UPSCALER = REPO_ROOT / "pipelines" / "lung-sdm-upscaler-256"
 # The demo run's stage 2 (../train-runs/launch-upscaler.sh): widths 32/64/128, one layer per block, no attention.
 DEMO_UPSCALER = dict(
     sample_size=256, block_out_channels=(32, 64, 128), layers_per_block=1, attention_downsample_factors=(),
@@ -31,7 +34,9 @@ DEMO_UPSCALER = dict(
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--upscaler", type=Path, help="a LungSDMUpscalePipeline folder (default: random demo-shape U-Net)")
+    parser.add_argument("--upscaler", type=Path, help=f"a LungSDMUpscalePipeline folder (default: {BUNDLED_UPSCALER.name})")
+    parser.add_argument("--random-upscaler", action="store_true", help="a random U-Net of the demo run's shape instead")
+    parser.add_argument("--upscaler-strength", type=float, help="stage 2's share of its steps (default: the pipeline's)")
     parser.add_argument("--steps", type=int, default=25, help="stage 1 steps (DPM-Solver++)")
     parser.add_argument("--upscaler-steps", type=int, default=25, help="stage 2 steps (DPM-Solver++)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (after one warm-up); the median is reported")
@@ -40,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke test: 2 steps per stage, 1 repeat, no baseline")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
+    if args.upscaler is None and not args.random_upscaler:
+        args.upscaler = BUNDLED_UPSCALER if (BUNDLED_UPSCALER / "model_index.json").is_file() else None
     if args.quick:
         args.steps = args.upscaler_steps = 2
         args.repeats, args.skip_baseline = 1, True
@@ -83,7 +90,10 @@ def time_stages(pipe, labels, args) -> tuple[float, float]:
     started = time.perf_counter()
     low = pipe.base(low_labels, num_inference_steps=args.steps, output_type="latent", generator=torch.Generator().manual_seed(0)).images
     middle = time.perf_counter()
-    pipe.upscaler(low, labels, num_inference_steps=args.upscaler_steps, output_type="np", generator=torch.Generator().manual_seed(0))
+    strength = {} if args.upscaler_strength is None else {"strength": args.upscaler_strength}
+    pipe.upscaler(low, labels, num_inference_steps=args.upscaler_steps, output_type="np",
+                  generator=torch.Generator().manual_seed(0), **strength)  # fmt: skip
+    pipe.upscaler_steps_run = pipe.upscaler.num_timesteps
     return middle - started, time.perf_counter() - middle
 
 
@@ -111,10 +121,10 @@ def main(argv=None) -> dict:
     runs = [time_stages(pipe, labels, args) for _ in range(args.repeats)]
     stage1 = statistics.median(r[0] for r in runs)
     stage2 = statistics.median(r[1] for r in runs)
-    result = {"stage1_s": stage1, "stage2_s": stage2, "total_s": stage1 + stage2}
+    result = {"stage1_s": stage1, "stage2_s": stage2, "total_s": stage1 + stage2, "upscaler_steps_run": pipe.upscaler_steps_run}
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), batch 1, median of {args.repeats}")
     print(f"stage 1 (64 px, DPM-Solver++ {args.steps}):  {stage1:6.2f} s")
-    print(f"stage 2 (256 px, DPM-Solver++ {args.upscaler_steps}): {stage2:6.2f} s  "
+    print(f"stage 2 (256 px, DPM-Solver++ {args.upscaler_steps}, {pipe.upscaler_steps_run} run): {stage2:6.2f} s  "
           f"({'weights of ' + str(args.upscaler) if args.upscaler else 'random weights, demo shape'})")
     print(f"both stages:                    {stage1 + stage2:6.2f} s per 256-px image (goal: <= 30 s)")
     if not args.skip_baseline:

@@ -90,6 +90,10 @@ def test_gpu_check_runs_its_plumbing_on_the_cpu(tmp_path):
 def test_cascade_benchmark_times_both_stages_of_a_256_px_slice(capsys, tmp_path):
     results = run_benchmark("benchmark_cascade", ["--quick", "--threads", "1"], tmp_path)
     out = capsys.readouterr().out
-    assert "per 256-px image (goal: <= 30 s)" in out and "random weights, demo shape" in out
+    assert "per 256-px image (goal: <= 30 s)" in out and "weights of" in out and "lung-sdm-upscaler-256" in out
     assert results["total_s"] == pytest.approx(results["stage1_s"] + results["stage2_s"])
     assert results["stage2_s"] > 0 and "baseline_forward_s" not in results  # --quick skips the seed-size model
+    assert results["upscaler_steps_run"] == 1  # 2 steps at the default strength 0.4: at least one runs
+    results = run_benchmark("benchmark_cascade", ["--quick", "--threads", "1", "--random-upscaler",
+                                                  "--upscaler-strength", "1"], tmp_path)  # fmt: skip
+    assert "random weights, demo shape" in capsys.readouterr().out and results["upscaler_steps_run"] == 2
