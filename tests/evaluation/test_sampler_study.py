@@ -16,10 +16,12 @@ from lung_support import phantom_label_map, save_tiny_sdm_pipeline, tiny_sdm
 from lung_diffusers import LungSDMPipeline
 from lung_diffusers.evaluation.sampler_study import (
     BASELINE,
+    STOCHASTIC_GRID,
     THESIS_GRID,
     SamplerResult,
     SamplerSetting,
     choose_default,
+    default_sampler_grid,
     quality_time_figure,
     quick_grid,
     results_table,
@@ -47,6 +49,11 @@ def test_the_grid_is_the_issue_s_and_maps_onto_the_registry():
         "Euler 25", "Heun 10", "DPM-Solver++ 25, guidance 1.5", "UniPC 10, guidance 1.5", "DDPM 1000",
     ]  # fmt: skip
     assert THESIS_GRID[-1] == BASELINE == SamplerSetting("DDPM", 1000)  # display names map to the registry's names
+    # The default study adds fewer-step stochastic samplers and keeps the reference last (the cache has the rest).
+    grid = default_sampler_grid()
+    assert grid[-1] == BASELINE and grid.count(BASELINE) == 1
+    assert set(THESIS_GRID) | set(STOCHASTIC_GRID) == set(grid) and len(grid) == len(set(grid))
+    assert all(s.guidance == 1 and s.sampler in ("ddpm", "euler-ancestral") for s in STOCHASTIC_GRID)
     with pytest.raises(ValueError, match="unknown scheduler 'dpm-solver'; choose one of"):
         SamplerSetting("dpm-solver", 10)
     with pytest.raises(ValueError, match="cannot sample LungSDMPipeline"):
@@ -171,3 +178,9 @@ def test_the_table_and_the_quality_time_figure(tmp_path):
     with PIL.Image.open(path) as image:
         assert image.format == "PNG" and image.width > 3 * image.height / 2  # three panels side by side
     assert [p.name for p in path.parent.iterdir()] == ["sampler_quality_time.png"]  # no staged file left
+    # The tolerance band around DDPM 1000 is drawn: the figure changes, and a spread of nothing changes nothing.
+    banded = quality_time_figure(results, tmp_path / "banded.png", {"lung_dice": 0.05, "distance": 1.0})
+    plain, with_band = np.asarray(PIL.Image.open(path)), np.asarray(PIL.Image.open(banded))
+    assert plain.shape == with_band.shape and not np.array_equal(plain, with_band)
+    empty = quality_time_figure(results, tmp_path / "empty.png", {})
+    assert np.array_equal(plain, np.asarray(PIL.Image.open(empty)))

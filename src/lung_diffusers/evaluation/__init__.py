@@ -82,7 +82,7 @@ _EXPORTS = {
     ),
     "lung_high_frequency_noise": ".lung_noise",
     **dict.fromkeys(
-        ("SamplerSetting", "SamplerResult", "THESIS_GRID", "run_sampler_study", "choose_default", "quality_time_figure"),
+        ("SamplerSetting", "SamplerResult", "THESIS_GRID", "STOCHASTIC_GRID", "run_sampler_study", "choose_default", "quality_time_figure"),
         ".sampler_study",
     ),
     **dict.fromkeys(("ContentCache", "content_key", "pipeline_digest"), ".content_cache"),

@@ -272,13 +272,13 @@ class Evaluation:
         return 7 if top >= 6 else 6
 
     def sampler(self) -> SamplerSettings:
-        from ..scheduler_registry import DEFAULT_SCHEDULER, DEFAULT_STEPS
+        from ..scheduler_registry import EVALUATION_SCHEDULER, EVALUATION_STEPS
 
         if self.settings.sampler is not None:
             return self.settings.sampler
         if self.settings.upscaler is not None:
-            return SamplerSettings(DEFAULT_SCHEDULER, DEFAULT_STEPS, 1.0, upscaler_steps=DEFAULT_STEPS)
-        return SamplerSettings(DEFAULT_SCHEDULER, DEFAULT_STEPS)
+            return SamplerSettings(EVALUATION_SCHEDULER, EVALUATION_STEPS, 1.0, upscaler_steps=EVALUATION_STEPS)
+        return SamplerSettings(EVALUATION_SCHEDULER, EVALUATION_STEPS)
 
     # ------------------------------------------------------------------ measuring
 
@@ -456,5 +456,5 @@ class Evaluation:
             "chosen_default": None if chosen is None else chosen.label,
         }
         if figures_to is not None:
-            quality_time_figure(results, figures_to("sampler-study.png"))
+            quality_time_figure(results, figures_to("sampler-study.png"), real["spreads"])
         return study
