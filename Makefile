@@ -31,8 +31,8 @@ demo: $(STAMP)
 
 # The README's 64-px evaluation tables: the recipe on the three bundled LIDC-IDRI scans (LIDC-IDRI-0001 held out,
 # as both demo checkpoints hold it out), then `lung-diffusers evaluate` with FID (about 25 min on 2 CPU cores).
-# `make evaluate-samplers` adds the sampler study to the same report (about 2.5 h: DDPM 1000 alone is about
-# 4 min per image). Interrupted? Run it again: the dataset and the evaluation's cache resume.
+# `make evaluate-samplers` adds the sampler study to the same report (about 50 min more on 2 idle CPU cores: DDPM
+# 1000 alone is about 41 s per image, 22 min). Interrupted? Run it again: the dataset and the evaluation's cache resume.
 EVAL_DATA ?= outputs/luna16-mini-all
 EVAL_OUTPUT ?= outputs/evaluation-64
 EVALUATE = $(PY) -m lung_diffusers.cli evaluate --pipeline pipelines/lung-sdm-64 --dataset $(EVAL_DATA) \

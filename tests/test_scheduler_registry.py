@@ -9,9 +9,13 @@ import pytest
 from diffusers import DDPMScheduler, LCMScheduler
 
 from lung_diffusers.scheduler_registry import (
+    CASCADE_SCHEDULER,
+    CASCADE_STEPS,
     DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
     SCHEDULERS,
     check_scheduler,
+    default_sampling,
     entry_of,
     get_entry,
     make_scheduler,
@@ -47,7 +51,12 @@ def test_every_command_line_offers_the_registry_s_samplers():
 
     for name in scheduler_names():
         assert demo.parse_args(["--scheduler", name]).scheduler == name
-    assert demo.parse_args([]).scheduler == DEFAULT_SCHEDULER
+    # The demo draws through both stages by default, at the cascade's measured settings; 64 px alone at the
+    # sampler study's.
+    assert (demo.parse_args([]).scheduler, demo.parse_args([]).steps) == (CASCADE_SCHEDULER, CASCADE_STEPS)
+    no_upscaler = demo.parse_args(["--no-upscaler"])
+    assert (no_upscaler.scheduler, no_upscaler.steps) == (DEFAULT_SCHEDULER, DEFAULT_STEPS) == ("ddpm", 100)
+    assert demo.parse_args(["--no-upscaler", "--scheduler", "unipc", "--steps", "7"]).steps == 7
     assert fidelity_evaluation.SCHEDULERS == scheduler_names()
 
 
@@ -106,3 +115,10 @@ def test_heun_never_asks_the_model_at_timestep_zero(tiny_pipe):
     labels = torch.zeros(1, size, size, dtype=torch.long)
     tiny_pipe(labels, num_inference_steps=10, generator=torch.Generator().manual_seed(0), output_type="np")
     assert len(seen) == 19 and min(seen) > 50  # 1000 training steps / 10: the last call is at ~100, not ~0
+
+
+def test_the_defaults_are_the_sampler_study_s_and_the_cascade_s_measured_settings():
+    assert default_sampling() == (DEFAULT_SCHEDULER, DEFAULT_STEPS) == ("ddpm", 100)
+    assert default_sampling(cascade=True) == (CASCADE_SCHEDULER, CASCADE_STEPS) == ("dpm", 25)
+    # DDPM keeps the learned variance; both defaults are samplers the SDM pipelines accept.
+    assert all(get_entry(name).sdm for name in (DEFAULT_SCHEDULER, CASCADE_SCHEDULER))

@@ -16,6 +16,8 @@ from lung_diffusers.ct import NODULE, NODULE_SCHEME, label_scheme
 from .handlers import BLANK, MASK_SOURCES, SpaceHandlers, readable_errors
 from .mask_painting import class_names, css_colour, default_pixel_mm, palette
 from .model_service import (
+    DEFAULT_SAMPLER,
+    DEFAULT_SAMPLER_STEPS,
     DEFAULT_UPSCALER_STEPS,
     MAX_EDIT_SAMPLES,
     MAX_IMAGES,
@@ -136,13 +138,16 @@ def build_app(service: ModelService | None = None) -> gr.Blocks:
                             elem_id="resolution",
                         )
                         expected_time = gr.Markdown(
-                            h.expected_time(resolutions[0], "DPM-Solver++", 20, 1.0, 1), elem_id="expected-time"
+                            h.expected_time(resolutions[0], DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, 1.0, 1),
+                            elem_id="expected-time",
                         )
                     with gr.Row():
                         scheduler = gr.Dropdown(
-                            list(SCHEDULERS), value="DPM-Solver++", label="Scheduler", elem_id="scheduler"
+                            list(SCHEDULERS), value=DEFAULT_SAMPLER, label="Scheduler", elem_id="scheduler"
                         )
-                        steps = gr.Slider(1, MAX_SLIDER_STEPS, value=20, step=1, label="Steps", elem_id="steps")
+                        steps = gr.Slider(
+                            1, MAX_SLIDER_STEPS, value=DEFAULT_SAMPLER_STEPS, step=1, label="Steps", elem_id="steps"
+                        )
                         upscaler_steps = gr.Slider(
                             1,
                             MAX_UPSCALER_STEPS,

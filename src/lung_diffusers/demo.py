@@ -28,7 +28,14 @@ import PIL.Image
 
 from .command_line import add_debug_argument, run_command
 from .output_folder import check_output_folder, output_folder
-from .scheduler_registry import DEFAULT_SCHEDULER, DEFAULT_STEPS, scheduler_names
+from .scheduler_registry import (
+    CASCADE_SCHEDULER,
+    CASCADE_STEPS,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    default_sampling,
+    scheduler_names,
+)
 from .synthesis.settings import DEFAULT_UPSCALER_STRENGTH
 
 DEFAULT_PIPELINE = "pipelines/lung-sdm-64"
@@ -56,9 +63,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="replace an earlier demo's results in --output (only those files)"
     )
     parser.add_argument(
-        "--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER, help=f"sampler (default {DEFAULT_SCHEDULER})"
+        "--scheduler",
+        choices=SCHEDULERS,
+        help=f"sampler (default: {CASCADE_SCHEDULER} through both stages, {DEFAULT_SCHEDULER} with --no-upscaler)",
     )
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps (of each stage)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help=f"denoising steps of each stage (default: {CASCADE_STEPS}; {DEFAULT_STEPS} with --no-upscaler)",
+    )
     parser.add_argument(
         "--upscaler",
         help=f"a LungSDMUpscalePipeline folder or Hub repo id: draw full-resolution slices through both stages "
@@ -76,7 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image")
     parser.add_argument("--images-per-mask", type=int, default=2, help="samples per mask")
-    return add_debug_argument(parser).parse_args(argv)
+    args = add_debug_argument(parser).parse_args(argv)
+    # The defaults depend on the stages: the cascade's measured settings, or the sampler study's for 64 px alone.
+    cascade = not args.no_upscaler and (bool(args.upscaler) or Path(DEFAULT_UPSCALER, "model_index.json").is_file())
+    scheduler, steps = default_sampling(cascade)
+    args.scheduler = scheduler if args.scheduler is None else args.scheduler
+    args.steps = steps if args.steps is None else args.steps
+    return args
 
 
 def load_example_masks(folder: Path) -> list[tuple[str, np.ndarray, dict]]:

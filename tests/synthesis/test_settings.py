@@ -50,3 +50,17 @@ def test_the_configs_hash_follows_the_noise_schedule_and_not_the_weights(inputs,
     config.write_text(json.dumps({**json.loads(config.read_text()), "beta_end": 0.03}))
     assert configs_sha256(copy) != configs_sha256(inputs.checkpoint)
     assert weights_sha256(copy) == weights_sha256(inputs.checkpoint)
+
+
+def test_the_sampler_defaults_follow_the_stages():
+    from pathlib import Path
+
+    from lung_diffusers.scheduler_registry import CASCADE_SCHEDULER, CASCADE_STEPS, DEFAULT_SCHEDULER, DEFAULT_STEPS
+    from lung_diffusers.synthesis.settings import SynthesisRequest
+
+    one_stage = SynthesisRequest(pipeline="sdm", masks="data", num_images=1, output=Path("out"))
+    assert (one_stage.scheduler, one_stage.steps) == (DEFAULT_SCHEDULER, DEFAULT_STEPS)  # the sampler study's
+    cascade = SynthesisRequest(pipeline="sdm", masks="data", num_images=1, output=Path("out"), upscaler="up")
+    assert (cascade.scheduler, cascade.steps) == (CASCADE_SCHEDULER, CASCADE_STEPS)  # what 256 px was measured at
+    chosen = SynthesisRequest(pipeline="sdm", masks="data", num_images=1, output=Path("out"), scheduler="unipc", steps=7)
+    assert (chosen.scheduler, chosen.steps) == ("unipc", 7)

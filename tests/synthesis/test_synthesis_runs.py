@@ -12,6 +12,7 @@ from synthesis_support import rows_of, run_in_process, run_killed
 
 from lung_diffusers import is_synthetic
 from lung_diffusers.ct import NODULE
+from lung_diffusers.scheduler_registry import DEFAULT_SCHEDULER, get_entry
 
 NUM_IMAGES, BATCH_SIZE = 10, 4  # the standard run: batches of 4, 4 and 2
 
@@ -41,7 +42,8 @@ def test_the_dataset_loads_with_its_metadata_and_marked_images(two_process_run, 
     assert all(dataset["synthetic"])
     row = dataset[0]
     assert row["checkpoint"] == str(inputs.checkpoint) and row["checkpoint_revision"] is None
-    assert len(row["checkpoint_sha256"]) == 64 and row["scheduler"] == "DPMSolverMultistepScheduler"
+    # No --scheduler: the package's default at the first stage's size, recorded by class.
+    assert len(row["checkpoint_sha256"]) == 64 and row["scheduler"] == get_entry(DEFAULT_SCHEDULER).class_name
     assert (row["num_inference_steps"], row["guidance_scale"], row["run_seed"]) == (4, 1.0, 3)
     assert row["source_mask"]["config"] == "healthy" and row["source_mask"]["split"] == "train"
     assert row["image"].size == row["mask"].size == (32, 32)

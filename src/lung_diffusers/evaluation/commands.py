@@ -27,7 +27,7 @@ QUICK = {"max_masks": 4, "diversity_masks": 3, "diversity_seeds": 2, "study_mask
 
 
 def register(subparsers) -> None:
-    from ..scheduler_registry import DEFAULT_SCHEDULER, DEFAULT_STEPS, scheduler_names
+    from ..scheduler_registry import EVALUATION_SCHEDULER, EVALUATION_STEPS, scheduler_names
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -50,9 +50,9 @@ def register(subparsers) -> None:
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="report folder")
     parser.add_argument("--test-split", default="test", help="held-out patients' split (default test)")
     parser.add_argument("--train-split", default="train", help="training patients' split (default train)")
-    parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=scheduler_names(),
-                        help=f"sampler (default {DEFAULT_SCHEDULER})")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps (default {DEFAULT_STEPS})")
+    parser.add_argument("--scheduler", default=EVALUATION_SCHEDULER, choices=scheduler_names(),
+                        help=f"sampler (default {EVALUATION_SCHEDULER})")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=EVALUATION_STEPS, help=f"sampling steps (default {EVALUATION_STEPS})")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
     parser.add_argument("--upscaler-steps", type=int, default=25, help="the cascade's second-stage steps (default 25)")
     parser.add_argument("--noise-level", type=int, default=None, help="the cascade's noise level (default: the pipeline's)")

@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..scheduler_registry import DEFAULT_SCHEDULER, DEFAULT_STEPS
+from ..scheduler_registry import default_sampling
 from .schedulers import check_scheduler_name
 
 FORMAT_VERSION = 1
@@ -68,8 +68,8 @@ class SynthesisRequest:
     masks: str
     num_images: int
     output: Path
-    scheduler: str = DEFAULT_SCHEDULER
-    steps: int = DEFAULT_STEPS
+    scheduler: str | None = None  # None: default_sampling's (the cascade's with an upscaler)
+    steps: int | None = None
     guidance: float = 1.0
     seed: int = 0
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -86,6 +86,13 @@ class SynthesisRequest:
     upscaler_steps: int | None = None
     noise_level: int | None = None
     upscaler_strength: float | None = None
+
+    def __post_init__(self):
+        scheduler, steps = default_sampling(cascade=self.upscaler is not None)
+        if self.scheduler is None:
+            object.__setattr__(self, "scheduler", scheduler)
+        if self.steps is None:
+            object.__setattr__(self, "steps", steps)
 
     def check(self) -> None:
         """Refuse values that cannot work, before anything is loaded."""

@@ -58,7 +58,7 @@ from ..evaluation.report_json import json_ready
 from ..output_folder import check_output_folder, output_folder
 from ..pipelines import load_pipeline as load_sdm_pipeline
 from ..pipelines.pipeline_lung_sdm_upscale import DEFAULT_NOISE_LEVEL, DEFAULT_STRENGTH
-from ..scheduler_registry import DEFAULT_SCHEDULER, get_entry, scheduler_names
+from ..scheduler_registry import EVALUATION_SCHEDULER, EVALUATION_STEPS, get_entry, scheduler_names
 from . import cascade_evaluation
 from .cascade_evaluation import MAX_UPSCALER_STEPS, RECORDS_FILE
 from .model_card import FIDELITY_FILE, TRAINING_FILE, fidelity_markdown, write_training_card
@@ -90,9 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="one synthetic slice per mask and seed"
     )
     sampling.add_argument(
-        "--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER, help=f"sampler (default {DEFAULT_SCHEDULER})"
+        "--scheduler", choices=SCHEDULERS, default=EVALUATION_SCHEDULER, help=f"sampler (default {EVALUATION_SCHEDULER})"
     )
-    sampling.add_argument("--num_inference_steps", type=int, default=25, help="sampling steps")
+    sampling.add_argument(
+        "--num_inference_steps", type=int, default=EVALUATION_STEPS, help=f"sampling steps (default {EVALUATION_STEPS})"
+    )
     sampling.add_argument(
         "--guidance_scale",
         type=float,
