@@ -22,7 +22,7 @@ from lung_diffusers.ct import ALL_NODULE_CLASSES, MALIGNANCY_SCHEME, NODULE, lab
 
 from . import display
 from .mask_painting import default_pixel_mm, display_to_mask, nodule_disc, painted_labels, place_nodule
-from .model_service import REQUEST_BUDGET_S, ModelService, fresh_output_dir, write_synthesis
+from .model_service import REQUEST_BUDGET_S, ModelService, default_controls, fresh_output_dir, write_synthesis
 from .uploads import REAL_SLICE_SIZE, read_label_map, read_nodule_mask, read_real_slice, read_slice_labels
 
 logger = logging.getLogger("lung_space")
@@ -239,6 +239,12 @@ class SpaceHandlers:
     def show_stage_two(self, resolution):
         """The stage-2 steps slider shows at full resolution only."""
         return gr.update(visible=self.side(resolution) != self.size)
+
+    def sampler_defaults(self, resolution):
+        """Scheduler and Steps go to the default for the chosen size: DDPM's short stochastic chain in stage 2
+        leaves noise at full resolution, so the cascade has its own (measured) default."""
+        name, steps = default_controls(cascade=self.side(resolution) != self.size)
+        return gr.update(value=name), gr.update(value=steps)
 
     def compare(self, mask, schedulers, step_counts, seed, guidance, progress=PROGRESS):
         labels = self.labels_from_editor(mask)

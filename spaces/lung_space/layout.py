@@ -326,7 +326,9 @@ def build_app(service: ModelService | None = None) -> gr.Blocks:
             api_visibility="private",
             **LIGHT,
         )
-        resolution.change(wrap(h.show_stage_two), resolution, upscaler_steps, api_visibility="private", **LIGHT)
+        resolution.change(wrap(h.show_stage_two), resolution, upscaler_steps, api_visibility="private", **LIGHT).then(
+            wrap(h.sampler_defaults), resolution, [scheduler, steps], api_visibility="private", **LIGHT
+        )
         # --- Compare
         compare_btn.click(
             wrap(h.compare),

@@ -46,7 +46,7 @@ from lung_diffusers.evaluation.fidelity import lung_dice
 from lung_diffusers.inpainting import insert_nodule, remove_nodule
 from lung_diffusers.pipelines.pipeline_lung_repaint import REPAINT_PRESETS
 from lung_diffusers.pipelines.pipeline_lung_sdm_upscale import DEFAULT_STRENGTH
-from lung_diffusers.scheduler_registry import DEFAULT_SCHEDULER, DEFAULT_STEPS, get_entry
+from lung_diffusers.scheduler_registry import default_sampling, get_entry
 
 APP_DIR = Path(__file__).resolve().parents[1]
 PIPELINE_ENV, PRIOR_ENV, UPSCALER_ENV = "LUNG_SPACE_PIPELINE", "LUNG_SPACE_PRIOR", "LUNG_SPACE_UPSCALER"
@@ -57,8 +57,16 @@ SDM_FOLDER, PRIOR_FOLDER, UPSCALER_FOLDER = "lung-sdm-64", "lung-ddpm-prior-64",
 # per step.
 SPACE_SCHEDULERS = ("dpm", "unipc", "ddim", "euler", "euler-ancestral", "heun", "ddpm")
 SCHEDULERS = {get_entry(name).display_name: get_entry(name).class_name for name in SPACE_SCHEDULERS}
-# What the controls start at: the package's default (the sampler study's choice at the first stage's size).
-DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS = get_entry(DEFAULT_SCHEDULER).display_name, DEFAULT_STEPS
+
+
+def default_controls(cascade: bool = False) -> tuple[str, int]:
+    """What the Scheduler and Steps controls start at: the package's default (the sampler study's at the first
+    stage's size; through both stages, the cascade's measured one), by display name."""
+    name, steps = default_sampling(cascade)
+    return get_entry(name).display_name, steps
+
+
+DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS = default_controls()
 # RePaint settings offered in the UI: "quick" is this Space's own (a few seconds at 64 px on a CPU core);
 # "cpu" and "paper" are the package's presets.
 REPAINT_SETTINGS = {

@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images-per-mask", type=int, default=2, help="samples per mask")
     args = add_debug_argument(parser).parse_args(argv)
     # The defaults depend on the stages: the cascade's measured settings, or the sampler study's for 64 px alone.
-    cascade = not args.no_upscaler and (bool(args.upscaler) or Path(DEFAULT_UPSCALER, "model_index.json").is_file())
+    cascade = not args.no_upscaler and bool(args.upscaler or bundled_upscaler())
     scheduler, steps = default_sampling(cascade)
     args.scheduler = scheduler if args.scheduler is None else args.scheduler
     args.steps = steps if args.steps is None else args.steps
@@ -189,6 +189,11 @@ def upscaler_source(args: argparse.Namespace) -> str | None:
         return None
     if args.upscaler:
         return args.upscaler
+    return bundled_upscaler()
+
+
+def bundled_upscaler() -> str | None:
+    """The repository's demo upscaler folder when it is there (the demo runs from the repository root)."""
     return DEFAULT_UPSCALER if Path(DEFAULT_UPSCALER, "model_index.json").is_file() else None
 
 

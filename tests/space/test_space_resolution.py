@@ -176,6 +176,9 @@ def test_expected_time_and_step_limits_keep_a_full_resolution_request_within_the
     assert handlers.step_limits("32 px", "DDIM", 1.0, 4, 25, 60) == gr.update(maximum=250, value=60)
     assert handlers.show_stage_two("64 px") == gr.update(visible=True)
     assert handlers.show_stage_two("32 px") == gr.update(visible=False)
+    # Switching size resets Scheduler and Steps to that size's default: the cascade's at full resolution.
+    assert handlers.sampler_defaults("64 px") == (gr.update(value="DPM-Solver++"), gr.update(value=25))
+    assert handlers.sampler_defaults("32 px") == (gr.update(value="DDPM"), gr.update(value=100))
 
     labels = chest(FULL)
     with pytest.raises(ValueError, match=r"about 124 s here; one request may take about 120 s: use at most 50 steps"):
