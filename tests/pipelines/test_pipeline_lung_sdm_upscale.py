@@ -187,6 +187,28 @@ def test_the_combined_pipeline_runs_both_stages_and_one_seed_reproduces_them(bas
         pipe(chest(), upscaler_strength=0, **kwargs)
 
 
+def test_a_malignancy_stage_one_runs_before_the_nodule_upscaler_which_reads_both_nodules_as_one(upscale_pipe):
+    base = LungSDMPipeline(tiny_sdm(LOW, num_classes=7), schedule())
+    pipe = LungSDMCombinedPipeline.from_stages(base, upscale_pipe)
+    pipe.set_progress_bar_config(disable=True)
+    benign = chest(nodule_px=8)
+    malignant = np.where(benign == 5, 6, benign).astype(np.uint8)
+    np.testing.assert_array_equal(pipe.stage_two_labels(torch.from_numpy(malignant)), benign)
+    kwargs = dict(noise_level=20, output_type="np")
+    out = pipe(malignant, num_inference_steps=2, upscaler_num_inference_steps=2, generator=3,
+               upscaler_generator=torch.Generator().manual_seed(5), **kwargs)
+    assert (out.low_res_label_maps == 6).sum() > 0  # stage 1 drew a malignant nodule
+    # Stage 2 alone, from stage 1's image with the nodule as its one nodule class, is what the cascade gave.
+    alone = upscale_pipe(torch.from_numpy(out.low_res_images[:, None] * 2 - 1), benign[None], num_inference_steps=2,
+                         generator=torch.Generator().manual_seed(5), **kwargs)
+    np.testing.assert_allclose(out.images, alone.images, atol=1e-4)
+    config = {k: v for k, v in upscale_pipe.unet.config.items() if not k.startswith("_")}
+    seven_class_upscaler = type(upscale_pipe.unet).from_config({**config, "num_classes": 7})
+    with pytest.raises(ValueError, match="only a 7-class malignancy stage 1 may run before a 6-class stage 2"):
+        LungSDMCombinedPipeline(unet=tiny_sdm(LOW), scheduler=schedule(), upscaler_unet=seven_class_upscaler,
+                                upscaler_scheduler=schedule(), image_noising_scheduler=schedule())
+
+
 def test_stage_folders_and_combined_folders_load_by_their_class(base_pipe, upscale_pipe, tmp_path):
     upscale_pipe.save_pretrained(tmp_path / "upscaler")
     base_pipe.save_pretrained(tmp_path / "base")

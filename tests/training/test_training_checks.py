@@ -43,7 +43,6 @@ def start(train_sdm, dataset, tmp_path, cache, *options, model="sdm"):
     ("options", "message"),
     [
         (["--dataset_config", "healthy", "lesions"], r"unknown dataset config\(s\) \['lesions'\]"),
-        (["--dataset_config", "malignancy", "healthy"], r"'malignancy' config .* cannot be mixed"),
         (["--dataset_config", "nodule", "malignancy"], r"'malignancy' config .* cannot be mixed"),
         (["--crop_size", "48"], r"--crop_size must be between 1 and --resolution \(32\), got 48"),
         (["--resolution", "31"], r"31 px must be a multiple of 2"),

@@ -297,3 +297,39 @@ def test_export_refuses_a_pixel_spacing_it_cannot_use(sdm_run, ddpm_run, run, fl
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_six_class_sdm_warm_starts_a_malignancy_model_that_first_draws_malignant_as_its_nodule(
+    train_sdm, sdm_run, real_mini_dataset, datasets_cache, tmp_path
+):
+    from lung_diffusers import SemanticUNet2DModel
+    from lung_diffusers.training.sdm_model import with_malignant_class
+
+    six = SemanticUNet2DModel.from_pretrained(sdm_run / "pipeline", subfolder="unet")
+    seven = with_malignant_class(six)
+    assert seven.config.num_classes == 7 and seven.config.sample_size == six.config.sample_size
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)
+    labels[:, 4:28, 4:14], labels[:, 4:28, 18:28], labels[:, 10:16, 6:12] = 3, 2, 5
+    sample, t = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([300])
+    with torch.no_grad():
+        nodule = six(sample, t, labels).sample
+        for label in (5, 6):  # benign keeps the nodule's weights, malignant starts as their copy
+            torch.testing.assert_close(seven(sample, t, torch.where(labels == 5, label, labels)).sample, nodule)
+    with pytest.raises(ValueError, match="expected a 6-class SDM"):
+        with_malignant_class(seven)
+
+    # train_sdm.py does it when a 6-class --pretrained_model_name_or_path meets the malignancy config's 7 classes.
+    final = run_training(
+        train_sdm,
+        [*TINY_MODEL, "--dataset_config", "healthy", "malignancy", "--resolution", 32, "--crop_size", 16,
+         "--pretrained_model_name_or_path", sdm_run / "pipeline", "--dataset_name", real_mini_dataset,
+         "--cache_dir", datasets_cache, "--output_dir", tmp_path / "malignancy", "--max_train_steps", 1,
+         "--validation_steps", 0, "--logger", "none"],
+    )
+    pipe = LungSDMPipeline.from_pretrained(final)
+    assert pipe.unet.config.num_classes == 7
+    malignant = np.zeros((32, 32), np.uint8)
+    malignant[4:28, 4:14], malignant[4:28, 18:28], malignant[10:16, 6:12] = 3, 2, 6
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(malignant, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (1, 32, 32, 1)

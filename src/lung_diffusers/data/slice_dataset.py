@@ -29,20 +29,24 @@ REQUIRED_COLUMNS = ("image", "mask")
 def num_classes_for_configs(configs: Sequence[str]) -> int:
     """Classes of a model trained on these dataset configs (6 for healthy/nodule, 7 for malignancy).
 
+    ``healthy`` goes with either: its masks hold no nodule (labels 0-4 mean the same in both schemes), so a
+    7-class model can learn its anatomy from ``healthy`` beside ``malignancy``'s nodule slices.
+
     Raises:
-        ValueError: an unknown config, or ``malignancy`` mixed with the others (there 5 means benign nodule,
-            elsewhere any nodule).
+        ValueError: an unknown config, or ``malignancy`` mixed with ``nodule`` (there 5 means benign nodule,
+            in ``nodule`` any nodule).
     """
     if not configs:
         raise ValueError("name at least one dataset config (healthy, nodule or malignancy)")
     unknown = sorted(set(configs) - set(CONFIG_CLASSES))
     if unknown:
         raise ValueError(f"unknown dataset config(s) {unknown}; the recipe's configs are {sorted(CONFIG_CLASSES)}")
-    classes = {CONFIG_CLASSES[c] for c in configs}
+    classes = {CONFIG_CLASSES[c] for c in configs if c != "healthy"} or {CONFIG_CLASSES["healthy"]}
     if len(classes) > 1:
         raise ValueError(
-            "the 'malignancy' config (5 = benign, 6 = malignant nodule) cannot be mixed with 'healthy' or 'nodule' "
-            "(5 = any nodule): train a 7-class model on 'malignancy' alone, or a 6-class one on the others"
+            "the 'malignancy' config (5 = benign, 6 = malignant nodule) cannot be mixed with 'nodule' (5 = any "
+            "nodule): train a 7-class model on 'malignancy' (with 'healthy' if you like), or a 6-class one on "
+            "'healthy' and 'nodule'"
         )
     return classes.pop()
 

@@ -16,6 +16,7 @@ from diffusers.utils import BaseOutput
 
 from ..cascade import low_res_label_map
 from ..ct import HU_WINDOW, as_label_tensor, image_from_model_range, label_scheme
+from ..ct.label_schemes import LABEL_NAMES, MALIGNANCY_LABEL_NAMES, MALIGNANT_NODULE, NODULE
 from ..models import SemanticUNet2DModel
 from .lung_pipeline import LungDiffusionPipeline
 from .pipeline_lung_sdm import LungSDMPipeline
@@ -49,6 +50,11 @@ class LungSDMCombinedPipeline(LungDiffusionPipeline):
     The low-resolution map is made from the full one by :func:`lung_diffusers.cascade.low_res_label_map`: a per-class
     area vote in which every nodule keeps at least the block it covers most (a 4-mm nodule is under a 64-px pixel).
     Steps, guidance and the generator can be set per stage; one ``generator`` (or seed) reproduces both.
+
+    A 7-class (malignancy) stage 1 may run before a 6-class stage 2: stage 2 then reads benign (5) and malignant (6)
+    nodules as its one nodule class, so malignancy is drawn by stage 1, which stage 2 refines from step ~400 of
+    1000 (``upscaler_strength``). That is exactly a 7-class stage 2 whose malignant class starts as a copy of its
+    nodule class (:func:`lung_diffusers.training.sdm_model.with_malignant_class`), without the copy.
 
     Build it from the two stages' folders with :meth:`from_stages`, or load a saved combined folder with
     ``from_pretrained``. Every output is synthetic.
@@ -101,11 +107,26 @@ class LungSDMCombinedPipeline(LungDiffusionPipeline):
             image_noising_scheduler=image_noising_scheduler,
             hu_window=hu_window,
         )
-        if upscaler_unet.config.num_classes != unet.config.num_classes:
-            raise ValueError(
-                f"the stages' label schemes differ: stage 1 has {unet.config.num_classes} classes, stage 2 "
-                f"{upscaler_unet.config.num_classes}"
-            )
+        self.stage_two_labels(torch.zeros(0, dtype=torch.long))  # refuses stages whose label schemes don't fit
+
+    def stage_two_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Stage 1's full-resolution label maps as stage 2 reads them: the same, or with benign and malignant
+        nodules as one nodule class when a 7-class stage 1 runs before a 6-class stage 2.
+
+        Raises:
+            ValueError: the stages' label schemes differ otherwise.
+        """
+        first, second = self.unet.config.num_classes, self.upscaler_unet.config.num_classes
+        if first == second:
+            return labels
+        if (first, second) == (len(MALIGNANCY_LABEL_NAMES), len(LABEL_NAMES)):
+            merged = labels.clone()
+            merged[labels == MALIGNANT_NODULE] = NODULE  # benign nodules are 5 = nodule already
+            return merged
+        raise ValueError(
+            f"the stages' label schemes differ: stage 1 has {first} classes, stage 2 {second} (only a 7-class "
+            "malignancy stage 1 may run before a 6-class stage 2)"
+        )
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
@@ -221,7 +242,7 @@ class LungSDMCombinedPipeline(LungDiffusionPipeline):
         full_labels = labels.repeat_interleave(num_images_per_prompt, dim=0)
         images = self.upscaler(
             low,
-            full_labels,
+            self.stage_two_labels(full_labels),
             noise_level=noise_level,
             num_inference_steps=upscaler_num_inference_steps,
             strength=upscaler_strength,

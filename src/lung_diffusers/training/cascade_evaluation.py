@@ -358,7 +358,7 @@ def main(args: argparse.Namespace) -> dict:
     hu_window = tuple(pipe.config.hu_window)
     margin = fidelity.soft_tissue_margin_px(resolution)
     scheme = label_scheme(num_classes)
-    nodule_label = scheme.nodule_classes[-1]  # the 7-class scheme's malignant nodule
+    nodule_label = scheme.nodule_class(args.nodule_malignancy if scheme.tells_malignancy else None)
 
     # Every mask of the split: --max_masks spreads the held-out set over them, the nodule masks come from all.
     data = load_masks(args, num_classes, resolution, every_mask=True)
@@ -383,6 +383,7 @@ def main(args: argparse.Namespace) -> dict:
         "guidance_scale": args.guidance_scale,
         "noise_level": args.noise_level,
         "upscaler_strength": args.upscaler_strength,
+        **({"nodule_label": int(nodule_label)} if scheme.tells_malignancy else {}),  # 6-class caches stay valid
         "resolution": resolution,
         "hu_window": list(hu_window),
     }

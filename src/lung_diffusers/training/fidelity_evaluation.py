@@ -144,6 +144,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cascade.add_argument(
         "--nodule_seeds", type=int, nargs="+", default=[0, 1], help="one image per placed nodule and seed"
     )
+    cascade.add_argument(
+        "--nodule_malignancy",
+        choices=("benign", "malignant"),
+        default="malignant",
+        help="7-class (malignancy) pipelines: the class of the placed nodules (default malignant)",
+    )
     args = parser.parse_args(argv)
     check_args(args)
     return args
@@ -215,7 +221,8 @@ def check_model(pipe: LungSDMPipeline, args: argparse.Namespace) -> int:
 def fill_dataset_configs(args: argparse.Namespace, num_classes: int) -> None:
     """The default configs for a model of ``num_classes``; refuses configs of another number of classes."""
     if args.dataset_config is None:
-        args.dataset_config = ["malignancy"] if num_classes == len(MALIGNANCY_LABEL_NAMES) else ["healthy", "nodule"]
+        seven = num_classes == len(MALIGNANCY_LABEL_NAMES)
+        args.dataset_config = ["healthy", "malignancy" if seven else "nodule"]
     if num_classes_for_configs(args.dataset_config) != num_classes:
         raise ValueError(
             f"the pipeline's U-Net has {num_classes} classes but dataset config(s) {args.dataset_config} have "

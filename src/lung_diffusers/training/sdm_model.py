@@ -15,6 +15,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from .. import SemanticUNet2DModel
+from ..ct.label_schemes import LABEL_NAMES, MALIGNANCY_LABEL_NAMES, NODULE
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
@@ -22,6 +23,11 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     model_cls = UNet2DModel if args.model == "ddpm" else SemanticUNet2DModel
     if args.pretrained_model_name_or_path:
         model = model_cls.from_pretrained(args.pretrained_model_name_or_path, subfolder="unet")
+        if args.model != "ddpm" and (model.config.num_classes, num_classes) == (
+            len(LABEL_NAMES),
+            len(MALIGNANCY_LABEL_NAMES),
+        ):
+            return with_malignant_class(model)
         if args.model != "ddpm" and model.config.num_classes != num_classes:
             raise ValueError(
                 f"the warm-start model has {model.config.num_classes} classes, the dataset configs "
@@ -68,6 +74,30 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
         dropout=args.dropout,
         norm_eps=1e-5,
     )
+
+
+def with_malignant_class(model: SemanticUNet2DModel) -> SemanticUNet2DModel:
+    """A 7-class copy of a 6-class SDM (the ``malignancy`` config's scheme) that draws exactly what it drew.
+
+    Only the first conv of each SPADE block reads the one-hot map. Class 5 keeps its weights and now means benign
+    nodule; the new class 6 (malignant) starts as a copy of them, so both begin as the 6-class model's nodule and
+    fine-tuning on ``malignancy`` slices teaches them apart (the issue's warm start for task b).
+    """
+    if model.config.num_classes != len(LABEL_NAMES):
+        raise ValueError(f"expected a {len(LABEL_NAMES)}-class SDM to extend, got {model.config.num_classes} classes")
+    state = model.state_dict()
+    grown = 0
+    for name, weight in state.items():
+        if name.endswith("mlp_shared.0.weight") and weight.shape[1] == len(LABEL_NAMES):
+            state[name] = torch.cat([weight, weight[:, NODULE : NODULE + 1]], dim=1)
+            grown += 1
+    if not grown:
+        raise ValueError("found no SPADE label conv to extend in this model")
+    # Without the private keys: from_config drops any key that `_use_default_values` lists, num_classes included.
+    config = {key: value for key, value in model.config.items() if not key.startswith("_")}
+    extended = SemanticUNet2DModel.from_config({**config, "num_classes": len(MALIGNANCY_LABEL_NAMES)})
+    extended.load_state_dict(state)
+    return extended if extended.dtype == model.dtype else extended.to(model.dtype)
 
 
 def training_scheduler(args: argparse.Namespace, learned_variance: bool) -> DDPMScheduler:

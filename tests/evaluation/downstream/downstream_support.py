@@ -91,9 +91,12 @@ def write_nodule_recipe(folder: Path) -> Path:
     return write_slice_dataset(folder, shards, recipe_features(), default_config="healthy")
 
 
-def write_synthetic_dataset(folder: Path, patients=("LIDC-IDRI-0002", "LIDC-IDRI-0001"), per_patient: int = 3) -> Path:
+def write_synthetic_dataset(
+    folder: Path, patients=("LIDC-IDRI-0002", "LIDC-IDRI-0001"), per_patient: int = 3, num_classes: int = 6
+) -> Path:
     """A folder shaped like ``lung-diffusers synthesize`` output: rows with synthetic=True, a nodule drawn in each
-    map (label 5, centre (20, 20), 6 px across), patient IDs of the source masks."""
+    map (label 5, centre (20, 20), 6 px across), patient IDs of the source masks, from a ``num_classes`` model
+    whose 7-class maps make every second nodule malignant (6)."""
     import datasets
     import PIL.Image
 
@@ -102,6 +105,8 @@ def write_synthetic_dataset(folder: Path, patients=("LIDC-IDRI-0002", "LIDC-IDRI
     for patient in patients:
         for _ in range(per_patient):
             image, labels = _nodule_slice(rng, center=(32.0, 20.0), diameter_px=6.0)
+            if num_classes == 7 and len(rows) % 2:
+                labels[labels == 5] = 6
             rows.append(
                 {
                     "image": PIL.Image.fromarray(image),
@@ -110,7 +115,7 @@ def write_synthetic_dataset(folder: Path, patients=("LIDC-IDRI-0002", "LIDC-IDRI
                     "spacing": {"pixel_mm": [PIXEL_MM, PIXEL_MM]},
                     "synthetic": True,
                     "global_index": len(rows),
-                    "source_mask": {"config": "nodule"},
+                    "source_mask": {"config": "nodule" if num_classes == 6 else "healthy"},
                 }
             )
     features = datasets.Features(
@@ -124,6 +129,8 @@ def write_synthetic_dataset(folder: Path, patients=("LIDC-IDRI-0002", "LIDC-IDRI
             "source_mask": {"config": datasets.Value("string")},
         }
     )
-    write_slice_dataset(folder, {"default": {"train": rows}}, features, default_config="default")
-    (folder / "synthesis_settings.json").write_text(json.dumps({"tests": "fake"}))
+    # As synthesize writes it: data/train-<k>-of-<n>.parquet.
+    (folder / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    (folder / "synthesis_settings.json").write_text(json.dumps({"tests": "fake", "num_classes": num_classes}))
     return folder

@@ -86,6 +86,14 @@ def test_synthetic_nodules_come_from_the_label_maps(tmp_path):
         synthetic_slices(tmp_path, 64)
 
 
+def test_a_malignancy_generator_s_nodules_are_benign_or_malignant_whatever_masks_it_drew_on(tmp_path):
+    # A 7-class model placing nodules on 'healthy' masks paints them 5 (benign) or 6 (malignant): task (b) needs both.
+    folder = write_synthetic_dataset(tmp_path / "synthetic", num_classes=7)
+    slices = synthetic_slices(folder, image_size=64)
+    assert [s.nodules[0].malignant for s in slices] == [False, True] * 3
+    assert patch_set(slices, "b", np.random.default_rng(0)).labels.tolist().count(2) == 3  # malignant class
+
+
 def test_the_shared_sample_offers_two_nodules_luna16_leaves_out(shared_dir):
     from lung_diffusers.data.luna16 import read_luna16_annotations
     from lung_diffusers.evaluation.downstream.lidc_nodules import lidc_only_nodules

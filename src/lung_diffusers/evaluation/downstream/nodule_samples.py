@@ -19,13 +19,14 @@ connected components of the map's nodule labels, centre of mass and the diameter
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ...ct import LEFT_LUNG, MALIGNANT_NODULE, NODULE, RIGHT_LUNG
+from ...ct import LEFT_LUNG, MALIGNANCY_LABEL_NAMES, MALIGNANT_NODULE, NODULE, RIGHT_LUNG
 from ...data.malignancy import MALIGNANCY_THRESHOLD
 from ...inpainting.evaluation_slices import pixel_mm_of
 from .average_precision import square_boxes
@@ -158,17 +159,26 @@ def synthetic_slices(folder: str | Path, image_size: int = IMAGE_SIZE) -> list[S
     """The slices of a ``lung-diffusers synthesize`` output folder, their nodules read from the label maps."""
     import datasets
 
-    from ...synthesis.dataset_files import SETTINGS_FILE
+    from ...synthesis.dataset_files import DATA_DIR, SETTINGS_FILE
 
     folder = Path(folder)
     if not (folder / SETTINGS_FILE).is_file():
         raise FileNotFoundError(
             f"{folder} is not a dataset written by `lung-diffusers synthesize` (no {SETTINGS_FILE})"
         )
-    rows = datasets.load_dataset(str(folder), split="train")
+    # The generator's label scheme, not the source masks' config: a 7-class model placing nodules on 'healthy'
+    # masks paints them benign (5) or malignant (6).
+    num_classes = json.loads((folder / SETTINGS_FILE).read_text()).get("num_classes")
+    shards = sorted(map(str, (folder / DATA_DIR).glob("*.parquet")))
+    if not shards:
+        raise ValueError(f"{folder} has no merged data files yet; finish the run (rerun `lung-diffusers synthesize`)")
+    # The files, not the folder: datasets keys a folder's cache by its name only, so another (or a redone)
+    # synthetic folder of the same name would load the old rows (see lung_diffusers.data.slice_dataset).
+    rows = datasets.load_dataset("parquet", data_files=shards, split="train")
     if "synthetic" not in rows.column_names or not all(rows["synthetic"]):
         raise ValueError(f"{folder}: every row of a synthetic dataset must have synthetic=True")
-    return [_sample_of_row(row, image_size, synthetic=True) for row in rows]
+    seven_classes = num_classes == len(MALIGNANCY_LABEL_NAMES)
+    return [_sample_of_row(row, image_size, synthetic=True, seven_classes=seven_classes) for row in rows]
 
 
 def _split_names(dataset: str, config: str, cache_dir: str | None) -> set[str]:
@@ -181,7 +191,7 @@ def _split_names(dataset: str, config: str, cache_dir: str | None) -> set[str]:
     return set((builder.config.data_files or {}).keys())
 
 
-def _sample_of_row(row: dict, image_size: int, synthetic: bool) -> SliceSample:
+def _sample_of_row(row: dict, image_size: int, synthetic: bool, seven_classes: bool = False) -> SliceSample:
     from ...data.slice_dataset import resized_slice
     from ..nodule_placement import drawn_nodules
 
@@ -198,7 +208,6 @@ def _sample_of_row(row: dict, image_size: int, synthetic: bool) -> SliceSample:
     nodules = []
     if synthetic:
         # The map is what was drawn: a source nodule can vanish when a mask shrinks, and placed nodules are new.
-        seven_classes = (row.get("source_mask") or {}).get("config") == "malignancy"
         for index, (pixels, diameter_mm) in enumerate(drawn_nodules(labels, (NODULE, MALIGNANT_NODULE), pixel_mm)):
             center = np.argwhere(pixels).mean(axis=0)
             label = int(np.bincount(labels[pixels]).argmax())
