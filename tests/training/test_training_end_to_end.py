@@ -328,6 +328,15 @@ def test_a_six_class_sdm_warm_starts_a_malignancy_model_that_first_draws_maligna
     )
     pipe = LungSDMPipeline.from_pretrained(final)
     assert pipe.unet.config.num_classes == 7
+    # Exported, its example nodule comes from the malignancy config: LIDC-IDRI-0003's nodules are rated >= 3.
+    from lung_diffusers.training import pipeline_export as export
+
+    folder = export.main(export.parse_args([
+        "--run", str(tmp_path / "malignancy"), "--output", str(tmp_path / "lung-sdm-malignancy-test"),
+        "--example_masks", str(real_mini_dataset), "--example_split", "train",
+    ]))
+    nodule = np.asarray(PIL.Image.open(folder / "example_masks" / "nodule.png"))
+    assert (nodule == 6).any() and not (nodule == 5).any()
     malignant = np.zeros((32, 32), np.uint8)
     malignant[4:28, 4:14], malignant[4:28, 18:28], malignant[10:16, 6:12] = 3, 2, 6
     pipe.set_progress_bar_config(disable=True)

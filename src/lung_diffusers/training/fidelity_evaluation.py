@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument(
         "--dataset_config",
         nargs="+",
-        help="config(s), concatenated (default: healthy nodule; malignancy for 7-class models)",
+        help="config(s), concatenated (default: healthy nodule; healthy malignancy for 7-class models)",
     )
     data.add_argument("--split", default="test", help="split whose masks are evaluated (the held-out patients)")
     data.add_argument("--cache_dir", help="datasets cache folder")

@@ -30,7 +30,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from .. import SemanticUNet2DModel
-from ..ct import LEFT_LUNG, NODULE, RIGHT_LUNG
+from ..ct import LEFT_LUNG, RIGHT_LUNG, label_scheme
 from ..data.slice_dataset import load_slice_dataset
 from .checkpoints import checkpoint_state, resolve_checkpoint
 from .pipeline_folder import write_pipeline_folder
@@ -73,21 +73,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def example_masks(dataset_name: str, split: str, resolution: int, folder: Path) -> list[Path]:
-    """A mid-chest healthy mask and the held-out nodule slice with the largest nodule, at the model's size."""
+def example_masks(dataset_name: str, split: str, resolution: int, folder: Path, num_classes: int = 6) -> list[Path]:
+    """A mid-chest healthy mask and the held-out nodule slice with the largest nodule, at the model's size; for a
+    7-class model the nodule slice comes from the ``malignancy`` config (its 5 means benign, 6 malignant)."""
     written = []
     facts = {}
-    for config, pick in (("healthy", "most lung"), ("nodule", "largest nodule")):
+    scheme = label_scheme(num_classes)
+    nodule_config = "malignancy" if scheme.tells_malignancy else "nodule"
+    for config, pick in (("healthy", "most lung"), (nodule_config, "largest nodule")):
         dataset = load_slice_dataset(dataset_name, [config], split)
         data = SliceTrainingData(dataset, resolution)
         masks = [data[(row, 0)]["mask"].numpy() for row in range(len(data))]
         if config == "healthy":
             score = [np.isin(m, (LEFT_LUNG, RIGHT_LUNG)).sum() for m in masks]
         else:
-            score = [(m == NODULE).sum() for m in masks]
+            score = [np.isin(m, scheme.nodule_classes).sum() for m in masks]
         row = int(np.argmax(score))
         record = dataset[row]
-        name = f"{config}.png"
+        name = "healthy.png" if config == "healthy" else "nodule.png"
         Image.fromarray(masks[row].astype(np.uint8), mode="L").save(folder / name)
         pixel_mm = [float(v) * record["mask"].size[0] / resolution for v in record["spacing"]["pixel_mm"]]
         facts[name] = {
@@ -138,7 +141,7 @@ def main(args: argparse.Namespace) -> Path:
     if training_args.model != "ddpm" and args.example_masks:
         masks = folder / "example_masks"
         masks.mkdir(exist_ok=True)
-        example_masks(args.example_masks, args.example_split, training_args.resolution, masks)
+        example_masks(args.example_masks, args.example_split, training_args.resolution, masks, unet.config.num_classes)
     print(f"{folder}: {training_args.model} pipeline from {checkpoint} (step {state['global_step']}, {args.dtype}{spacing})")
     return folder
 
