@@ -168,3 +168,23 @@ def test_bundled_cascade_draws_256_px_slices_that_follow_its_first_stage(tmp_pat
     card = (upscaler / "README.md").read_text()
     assert "| steps |" in card and "synthetic" in card and "64-px crops" in card
     assert json.loads((upscaler / "training.json").read_text())["steps"] >= 7000
+
+
+def test_bundled_malignancy_sdm_draws_a_malignant_nodule_through_both_stages():
+    """pipelines/lung-sdm-64-malignancy (7 classes, task b's generator) before the 6-class upscaler, on its example
+    nodule mask (the held-out patient's malignant nodule, label 6) enlarged to 256 px: a synthetic slice whose
+    nodule is brighter than the lung around it."""
+    sdm = REPO / "pipelines" / "lung-sdm-64-malignancy"
+    pipe = LungSDMCombinedPipeline.from_stages(sdm, REPO / "pipelines" / "lung-sdm-upscaler-256")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.config.num_classes == 7
+    small = np.asarray(PIL.Image.open(sdm / "example_masks" / "nodule.png"))
+    assert (small == 6).any() and not (small == 5).any()
+    labels = np.kron(small, np.ones((4, 4), np.uint8))
+    out = pipe(labels, num_inference_steps=8, upscaler_num_inference_steps=5, generator=0, output_type="hu")
+    hu = out.images[0]
+    assert out.synthetic and hu.shape == (256, 256)
+    assert np.median(hu[labels == 6]) > np.median(hu[np.isin(labels, (2, 3))]) + 300
+    training = json.loads((sdm / "training.json").read_text())
+    assert training["configs"] == ["healthy", "malignancy"] and training["steps"] >= 3000
+    assert "malignant nodule" in (sdm / "README.md").read_text()

@@ -149,3 +149,10 @@ def test_mask_colours_and_contact_sheet_layout():
     assert sheet[256 + 40, 128].tolist() == [100, 100, 100]
     assert sheet[256 + 20, 128].tolist() == MASK_COLORS_RGB[BODY].tolist()
     assert sheet[256 + 5, 128].tolist() == [100, 100, 100]
+    # A 7-class (malignancy) sheet shows a benign nodule (5) in its own colour, and both nodule kinds in its legend.
+    mask[100:120, 100:120] = 5
+    six, seven = contact_sheet([(image, mask)], [], tile_size=256), contact_sheet([(image, mask)], [], tile_size=256, malignancy=True)
+    benign = mask_to_rgb(np.array([[5]], np.uint8), malignancy=True)[0, 0]
+    assert seven[256 + 110, 110] == pytest.approx(0.15 * 100 + 0.85 * benign, abs=1)
+    assert six[256 + 110, 110] == pytest.approx(0.15 * 100 + 0.85 * MASK_COLORS_RGB[5], abs=1)
+    assert (seven[-24:] != six[-24:]).any()  # the legend names benign and malignant nodules

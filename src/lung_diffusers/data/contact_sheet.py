@@ -15,20 +15,20 @@ import pyarrow.parquet as pq
 from lung_diffusers.atomic_write import write_bytes_atomically
 
 from .._moved_names import moved_names
-from ..ct import ALL_NODULE_CLASSES, BODY, NODULE_SCHEME, label_schemes
+from ..ct import ALL_NODULE_CLASSES, BODY, MALIGNANCY_SCHEME, NODULE_SCHEME, label_schemes
 
 # mask_to_rgb and MASK_COLORS_RGB are not names of this module, so their old import path here warns.
 __getattr__, __dir__ = moved_names(__name__, "lung_diffusers.ct", ("mask_to_rgb", "MASK_COLORS_RGB"), globals())
 
 
-def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45) -> np.ndarray:
-    """RGB view of a grey CT slice with its label map blended in.
+def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45, malignancy: bool = False) -> np.ndarray:
+    """RGB view of a grey CT slice with its label map blended in (``malignancy``: a 7-class map, benign in yellow).
 
     Lungs and trachea are tinted and nodules filled in; the body, which covers most of the slice,
     is shown by its outline only, so the CT stays readable (and the PNG small).
     """
     grey = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
-    coloured = label_schemes.mask_to_rgb(mask).astype(np.float32)
+    coloured = label_schemes.mask_to_rgb(mask, malignancy=malignancy).astype(np.float32)
     # Nodules are small: nearly opaque, so they stand out at thumbnail size.
     alpha = np.where(np.isin(mask, ALL_NODULE_CLASSES), max(opacity, 0.85), opacity)[..., None]
     blended = np.where((mask > BODY)[..., None], (1 - alpha) * grey + alpha * coloured, grey)
@@ -41,8 +41,10 @@ def contact_sheet(
     nodule_examples: list[tuple[np.ndarray, np.ndarray]],
     healthy_examples: list[tuple[np.ndarray, np.ndarray]],
     tile_size: int = 128,
+    malignancy: bool = False,
 ) -> np.ndarray:
-    """Arrange (image, mask) pairs: nodule slices, their overlays, healthy slices, their overlays, a legend.
+    """Arrange (image, mask) pairs: nodule slices, their overlays, healthy slices, their overlays, a legend
+    (``malignancy``: 7-class maps, whose 5 is a benign and 6 a malignant nodule).
 
     Returns:
         uint8 RGB ``[height, width, 3]``.
@@ -59,9 +61,9 @@ def contact_sheet(
             continue
         padding = [blank] * (columns - len(examples))
         images = [tile(np.repeat(image[..., None], 3, axis=2)) for image, _ in examples] + padding
-        overlays = [tile(overlay_mask(image, mask)) for image, mask in examples] + padding
+        overlays = [tile(overlay_mask(image, mask, malignancy=malignancy)) for image, mask in examples] + padding
         bands += [np.concatenate(images, axis=1), np.concatenate(overlays, axis=1)]
-    bands.append(_legend(columns * tile_size))
+    bands.append(_legend(columns * tile_size, scheme=MALIGNANCY_SCHEME if malignancy else NODULE_SCHEME))
     return np.concatenate(bands, axis=0)
 
 
@@ -106,10 +108,13 @@ def _decode(png: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
-def _legend(width: int, height: int = 24) -> np.ndarray:
+def _legend(width: int, height: int = 24, scheme=NODULE_SCHEME) -> np.ndarray:
     legend = np.zeros((height, width, 3), np.uint8)
-    names, colours = NODULE_SCHEME.display_names(), NODULE_SCHEME.colours
+    names, colours = scheme.display_names(), scheme.colours
     step = width // len(names)
+    # Smaller type where the longest name would run into the next swatch (7 classes on a narrow sheet).
+    widest = max(cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.38, 1)[0][0] for name in names)
+    font_scale = 0.38 * min(1.0, (step - 19) / widest)
     for value, name in enumerate(names):
         x = value * step + 4
         cv2.rectangle(legend, (x, 6), (x + 11, 17), colours[value].tolist() if value else [90, 90, 90], -1)
@@ -118,7 +123,7 @@ def _legend(width: int, height: int = 24) -> np.ndarray:
             name,
             (x + 15, 16),
             cv2.FONT_HERSHEY_SIMPLEX,
-            0.38,
+            font_scale,
             (230, 230, 230),
             1,
             cv2.LINE_AA,

@@ -23,8 +23,11 @@ def sample_indices(num_images: int, seed: int, count: int = SAMPLE_SIZE) -> list
     return sorted(int(i) for i in rng.choice(num_images, size=min(count, num_images), replace=False))
 
 
-def write_contact_sheet(files: list[Path], path: str | Path, seed: int, count: int = SAMPLE_SIZE) -> Path | None:
-    """Sampled slices with nodules (top bands) and without (bottom bands), each above its mask overlay."""
+def write_contact_sheet(
+    files: list[Path], path: str | Path, seed: int, count: int = SAMPLE_SIZE, malignancy: bool = False
+) -> Path | None:
+    """Sampled slices with nodules (top bands) and without (bottom bands), each above its mask overlay
+    (``malignancy``: a 7-class model's maps, benign and malignant nodules in their own colours)."""
     lengths = [pq.ParquetFile(f).metadata.num_rows for f in files]
     starts = np.cumsum([0, *lengths])
     if not starts[-1]:
@@ -39,5 +42,5 @@ def write_contact_sheet(files: list[Path], path: str | Path, seed: int, count: i
             image = cv2.imdecode(np.frombuffer(row["image"]["bytes"], np.uint8), cv2.IMREAD_GRAYSCALE)
             mask = decode_mask(row["mask"])
             (with_nodule if (mask >= NODULE).any() else without).append((image, mask))
-    sheet = contact_sheet(with_nodule, without)
+    sheet = contact_sheet(with_nodule, without, malignancy=malignancy)
     return save_synthetic_png(sheet, path, {"Title": "Random sample of a synthetic dataset, with label-map overlays"})

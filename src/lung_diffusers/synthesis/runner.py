@@ -190,7 +190,8 @@ def finalize(output: Path, settings: SynthesisSettings, push_to_hub: str | None 
     from .summary import summarize
 
     files = merge_shards(output, settings)
-    sheet = write_contact_sheet(files, output / CONTACT_SHEET, settings.seed)
+    malignancy = settings.num_classes == len(MALIGNANCY_LABEL_NAMES)
+    sheet = write_contact_sheet(files, output / CONTACT_SHEET, settings.seed, malignancy=malignancy)
     write_dataset_card(output, settings, summarize(files, settings.num_classes), has_contact_sheet=sheet is not None)
     log(f"wrote {settings.num_images} rows to {output} (load_dataset({str(output)!r}, split='train'))")
     pushed = None

@@ -508,7 +508,7 @@ def write_figure(path, picks, records, data, reals_hu, num_classes, settings, ar
     """The figure real slice | mask with the placed nodule | stage 1 | output, marked synthetic, its panels, rows
     and settings in its text chunks."""
     hu_window = tuple(settings["hu_window"])
-    nodule_label = label_scheme(num_classes).nodule_classes[-1]
+    nodule_label = settings["nodule_label"]  # the class the run placed (benign or malignant in 7 classes)
     masks = [image_label_map(image, data, nodule_label) for image in picks]
     lows = [unwindow_hu(grey_from_png_text(records[image.key]["grid"]["stage_1"]), hu_window) for image in picks]
     outputs = [unwindow_hu(grey_from_png_text(records[image.key]["grid"]["output"]), hu_window) for image in picks]
