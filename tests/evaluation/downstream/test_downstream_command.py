@@ -51,6 +51,13 @@ def test_quick_run_end_to_end_then_from_the_cache(inputs, tmp_path):
     assert report["timing"]["trained_runs"] == 8 and report["timing"]["cached_runs"] == 0
     markdown = (tmp_path / "report" / "downstream.md").read_text()
     assert report["honesty"] in markdown and "QUICK MODE" in markdown
+    # Task (a)'s mistakes by class: every test patch of every run counted once, by its true class.
+    for arm in ("real", "real+synthetic"):
+        confusion = report["tasks"]["a"]["arms"][arm]["confusion"]
+        assert [sum(row) for row in confusion] == [2 * n for n in report["tasks"]["a"]["test"]["per_class"]]
+        accuracy = sum(r["accuracy"] for r in report["tasks"]["a"]["arms"][arm]["runs"]) / 2
+        assert (confusion[0][0] + confusion[1][1]) / sum(map(sum, confusion)) == pytest.approx(accuracy)
+    assert "| real | nodule | " in markdown and "predicted non-nodule" in markdown
 
     # Again: every model comes from the cache, and the results are the same.
     assert evaluate_downstream([*argv, "--overwrite"]) == 0

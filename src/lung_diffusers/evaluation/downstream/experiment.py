@@ -216,6 +216,19 @@ def _num_classes(task: str) -> int:
     return 3 if task == "b" else 2
 
 
+CLASS_NAMES = {"a": ("non-nodule", "nodule"), "b": ("non-nodule", "benign", "malignant")}
+
+
+def confusion(task: str, arm_runs: list[dict], tests) -> list[list[int]]:
+    """Tasks (a)/(b): test patches by true class (rows) and predicted class (columns), summed over the runs: which
+    mistakes an arm makes (a benign call for a malignant nodule is not a non-nodule call)."""
+    k = _num_classes(task)
+    counts = np.zeros((k, k), np.int64)
+    for run in arm_runs:
+        np.add.at(counts, (tests[run["fold"]].labels, run["_predictions"]), 1)
+    return counts.tolist()
+
+
 def train_or_load(task, arm, data, settings: DownstreamSettings, seed: int, cache: ModelCache, progress=None):
     """``(model, trained_now)`` for one run; ``progress(steps)`` follows the training."""
     specific = settings.classifier.as_dict() if task in ("a", "b") else settings.localiser.as_dict()
@@ -343,6 +356,8 @@ def summarise_task(task: str, runs: dict[str, list[dict]], fold_data: Sequence[T
             "trained_runs": int(sum(run["trained"] for run in arm_runs)),
             "train": _counts(task, [d.train[arm] for d in fold_data]),
         }
+        if task in ("a", "b"):
+            arms[arm]["confusion"] = confusion(task, arm_runs, tests)
     summary = {
         "task": TASKS[task],
         "metric": headline,

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ...atomic_write import atomic_file
-from .experiment import PADDED, REAL
+from .experiment import CLASS_NAMES, PADDED, REAL
 
 JSON_FILE, MARKDOWN_FILE, FIGURE_FILE = "downstream.json", "downstream.md", "downstream.png"
 METRIC_NAMES = {"accuracy": "accuracy", "ap50": "AP50"}
@@ -66,6 +66,18 @@ def markdown_report(report: dict) -> str:
                 f"real+synthetic minus real, over test images: {_interval(comparison['difference'])}; p-values over "
                 f"{comparison['runs_per_arm']} runs per arm (rank-sum, as the thesis; signed-rank over the paired seeds).",
             ]
+        confusions = {arm: r["confusion"] for arm, r in summary["arms"].items() if "confusion" in r}
+        if confusions:
+            names = CLASS_NAMES[task]
+            lines += [
+                "",
+                "Test patches by true class and predicted class, summed over the runs:",
+                "",
+                "| arm | true class | " + " | ".join(f"predicted {n}" for n in names) + " |",
+                "|---|---|" + "---|" * len(names),
+            ]
+            for arm, counts in confusions.items():
+                lines += [f"| {arm} | {n} | " + " | ".join(map(str, row)) + " |" for n, row in zip(names, counts)]
         test = summary["test"]
         lines += [
             "",
