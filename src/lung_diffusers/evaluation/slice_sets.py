@@ -182,20 +182,10 @@ def recipe_slices(
 
 def synthesized_slices(folder: str | os.PathLike, num_classes: int | None = None) -> SliceSet:
     """The images of a ``lung-diffusers synthesize`` output folder, with the label maps they were drawn from."""
-    import datasets
+    from ..synthesis.dataset_files import load_synthetic_dataset
 
     folder = Path(folder)
-    if not (folder / "synthesis_settings.json").is_file():
-        raise ValueError(
-            f"{folder} is not an output folder of `lung-diffusers synthesize` (it has no synthesis_settings.json)"
-        )
-    if not any((folder / "data").glob("*.parquet")):
-        raise ValueError(f"{folder} has no merged data files yet; finish the run (rerun `lung-diffusers synthesize`)")
-    from ..data.dataset_layout import datasets_progress_bars_off
-
-    with datasets_progress_bars_off():
-        rows = datasets.load_dataset("parquet", data_files=sorted(map(str, (folder / "data").glob("*.parquet"))),
-                                     split="train")  # fmt: skip
+    rows, settings = load_synthetic_dataset(folder)
     images, masks, scans, ids, seeds = [], [], [], [], []
     for row in tqdm(rows, desc="loading synthetic slices", unit="slice", leave=False):
         if not row.get("synthetic", False):
@@ -207,7 +197,7 @@ def synthesized_slices(folder: str | os.PathLike, num_classes: int | None = None
         ids.append("/".join(str(source.get(k)) for k in ("config", "split", "seriesuid", "slice_index")))
         seeds.append(int(row.get("seed", -1)))
     masks_array = np.stack(masks)
-    classes = num_classes or (len(MALIGNANCY_LABEL_NAMES) if masks_array.max() >= len(LABEL_NAMES) else len(LABEL_NAMES))
+    classes = num_classes or settings["num_classes"]
     n = len(images)
     return SliceSet(
         images=np.stack(images),

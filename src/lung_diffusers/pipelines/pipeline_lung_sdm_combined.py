@@ -15,8 +15,16 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 
 from ..cascade import low_res_label_map
-from ..ct import HU_WINDOW, as_label_tensor, image_from_model_range, label_scheme
-from ..ct.label_schemes import LABEL_NAMES, MALIGNANCY_LABEL_NAMES, MALIGNANT_NODULE, NODULE
+from ..ct import (
+    HU_WINDOW,
+    LABEL_NAMES,
+    MALIGNANCY_LABEL_NAMES,
+    MALIGNANT_NODULE,
+    NODULE,
+    as_label_tensor,
+    image_from_model_range,
+    label_scheme,
+)
 from ..models import SemanticUNet2DModel
 from .lung_pipeline import LungDiffusionPipeline
 from .pipeline_lung_sdm import LungSDMPipeline
@@ -107,26 +115,19 @@ class LungSDMCombinedPipeline(LungDiffusionPipeline):
             image_noising_scheduler=image_noising_scheduler,
             hu_window=hu_window,
         )
-        self.stage_two_labels(torch.zeros(0, dtype=torch.long))  # refuses stages whose label schemes don't fit
+        first, second = unet.config.num_classes, upscaler_unet.config.num_classes
+        if first != second and (first, second) != (len(MALIGNANCY_LABEL_NAMES), len(LABEL_NAMES)):
+            raise ValueError(
+                f"the stages' label schemes differ: stage 1 has {first} classes, stage 2 {second} (only a 7-class "
+                "malignancy stage 1 may run before a 6-class stage 2)"
+            )
 
     def stage_two_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Stage 1's full-resolution label maps as stage 2 reads them: the same, or with benign and malignant
-        nodules as one nodule class when a 7-class stage 1 runs before a 6-class stage 2.
-
-        Raises:
-            ValueError: the stages' label schemes differ otherwise.
-        """
-        first, second = self.unet.config.num_classes, self.upscaler_unet.config.num_classes
-        if first == second:
+        nodules as one nodule class when a 7-class stage 1 runs before a 6-class stage 2."""
+        if self.unet.config.num_classes == self.upscaler_unet.config.num_classes:
             return labels
-        if (first, second) == (len(MALIGNANCY_LABEL_NAMES), len(LABEL_NAMES)):
-            merged = labels.clone()
-            merged[labels == MALIGNANT_NODULE] = NODULE  # benign nodules are 5 = nodule already
-            return merged
-        raise ValueError(
-            f"the stages' label schemes differ: stage 1 has {first} classes, stage 2 {second} (only a 7-class "
-            "malignancy stage 1 may run before a 6-class stage 2)"
-        )
+        return torch.where(labels == MALIGNANT_NODULE, NODULE, labels)  # benign nodules are 5 = nodule already
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)

@@ -189,6 +189,29 @@ def data_files(output_dir: str | Path) -> list[Path]:
     return sorted((Path(output_dir) / DATA_DIR).glob(f"{SPLIT}-*.parquet"))
 
 
+def load_synthetic_dataset(output_dir: str | Path) -> tuple[datasets.Dataset, dict]:
+    """A finished output folder's rows and its settings (``synthesis_settings.json`` as a dict).
+
+    The rows are loaded from the data files, not the folder: ``datasets`` keys a folder's cache by its name only,
+    so another (or a redone) folder of the same name would load the old rows.
+
+    Raises:
+        FileNotFoundError: not an output folder of ``lung-diffusers synthesize``.
+        ValueError: its run has not merged its data files yet.
+    """
+    output_dir = Path(output_dir)
+    if not (output_dir / SETTINGS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{output_dir} is not an output folder of `lung-diffusers synthesize` (it has no {SETTINGS_FILE})"
+        )
+    files = data_files(output_dir)
+    if not files:
+        raise ValueError(f"{output_dir} has no merged data files yet; finish the run (rerun `lung-diffusers synthesize`)")
+    with datasets_progress_bars_off():
+        rows = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split=SPLIT)
+    return rows, json.loads((output_dir / SETTINGS_FILE).read_text())
+
+
 def write_log(output_dir: str | Path, name: str, record: dict) -> Path:
     path = Path(output_dir) / LOGS_DIR / f"{name}.json"
     write_text_atomically(path, json.dumps(record, indent=2) + "\n")

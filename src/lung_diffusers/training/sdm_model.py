@@ -15,7 +15,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from .. import SemanticUNet2DModel
-from ..ct.label_schemes import LABEL_NAMES, MALIGNANCY_LABEL_NAMES, NODULE
+from ..ct import LABEL_NAMES, MALIGNANCY_LABEL_NAMES, NODULE
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:

@@ -19,7 +19,6 @@ connected components of the map's nodule labels, centre of mass and the diameter
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,27 +156,14 @@ def recipe_slices(
 
 def synthetic_slices(folder: str | Path, image_size: int = IMAGE_SIZE) -> list[SliceSample]:
     """The slices of a ``lung-diffusers synthesize`` output folder, their nodules read from the label maps."""
-    import datasets
+    from ...synthesis.dataset_files import load_synthetic_dataset
 
-    from ...synthesis.dataset_files import DATA_DIR, SETTINGS_FILE
-
-    folder = Path(folder)
-    if not (folder / SETTINGS_FILE).is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a dataset written by `lung-diffusers synthesize` (no {SETTINGS_FILE})"
-        )
-    # The generator's label scheme, not the source masks' config: a 7-class model placing nodules on 'healthy'
-    # masks paints them benign (5) or malignant (6).
-    num_classes = json.loads((folder / SETTINGS_FILE).read_text()).get("num_classes")
-    shards = sorted(map(str, (folder / DATA_DIR).glob("*.parquet")))
-    if not shards:
-        raise ValueError(f"{folder} has no merged data files yet; finish the run (rerun `lung-diffusers synthesize`)")
-    # The files, not the folder: datasets keys a folder's cache by its name only, so another (or a redone)
-    # synthetic folder of the same name would load the old rows (see lung_diffusers.data.slice_dataset).
-    rows = datasets.load_dataset("parquet", data_files=shards, split="train")
+    rows, settings = load_synthetic_dataset(folder)
     if "synthetic" not in rows.column_names or not all(rows["synthetic"]):
         raise ValueError(f"{folder}: every row of a synthetic dataset must have synthetic=True")
-    seven_classes = num_classes == len(MALIGNANCY_LABEL_NAMES)
+    # The generator's label scheme, not the source masks' config: a 7-class model placing nodules on 'healthy'
+    # masks paints them benign (5) or malignant (6).
+    seven_classes = settings["num_classes"] == len(MALIGNANCY_LABEL_NAMES)
     return [_sample_of_row(row, image_size, synthetic=True, seven_classes=seven_classes) for row in rows]
 
 
